@@ -1,0 +1,86 @@
+"""Results of the rerank API as small immutable types, independent of any framework."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = ["RerankItem", "RerankResult", "ScoreResult", "ServerInfo", "Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens the server counted for a call (summed over its batches)."""
+
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens, self.total_tokens + other.total_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RerankItem:
+    """One ranked document: its position in the caller's list, its score and its text."""
+
+    index: int
+    score: float
+    document: str
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    """A ranking, best first, cut to ``top_n``; ``usage`` sums every batch of the call."""
+
+    items: tuple[RerankItem, ...]
+    model: str
+    usage: Usage
+    request_id: str
+
+    def __iter__(self) -> Iterator[RerankItem]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def indices(self) -> list[int]:
+        """Original positions of the ranked documents, best first."""
+        return [item.index for item in self.items]
+
+    @property
+    def scores(self) -> list[float]:
+        """Scores of the ranked documents, best first."""
+        return [item.score for item in self.items]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    """Scores in the caller's document order (vLLM's ``/score``)."""
+
+    scores: tuple[float, ...]
+    model: str
+    usage: Usage
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the client learnt about the server once, and the features it chose from that."""
+
+    version: tuple[int, ...] | None
+    model: str
+    model_root: str | None
+    max_model_len: int | None
+
+    @property
+    def supports_instruction(self) -> bool:
+        """VLLM before 0.22 silently ignores the ``instruction`` field."""
+        return self.version is None or self.version >= (0, 22)
+
+    @property
+    def supports_max_tokens_per_doc(self) -> bool:
+        """VLLM before 0.20 silently ignores ``max_tokens_per_doc``."""
+        return self.version is None or self.version >= (0, 20)
