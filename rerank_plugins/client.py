@@ -587,6 +587,7 @@ class RerankClient(_BaseClient):
             }
             results: list[Any] = [None] * len(batches)
             pending = set(futures)
+            done = 0
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for future in finished:
@@ -595,8 +596,9 @@ class RerankClient(_BaseClient):
                             other.cancel()  # batches not yet started are not sent
                         raise future.exception()  # type: ignore[misc]
                     results[futures[future]] = future.result()
+                    done += 1
                     if on_progress is not None:
-                        on_progress(len(batches) - len(pending), len(batches))
+                        on_progress(done, len(batches))
         return results
 
     def rerank(
