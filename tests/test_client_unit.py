@@ -19,8 +19,8 @@ from rerank_plugins import (
     RerankResponseError,
     RerankStatusError,
     RerankTimeoutError,
+    _core,
 )
-from rerank_plugins import _core
 
 BASE = "http://rerank.test"
 
@@ -361,7 +361,7 @@ async def test_old_server_without_instruction_support_refuses_custom_instruction
     assert info.version == (0, 19, 1) and not info.supports_instruction
     # The default instruction is the template's own: that still works on 0.19.
     await client.rerank("q", ["a"])
-    with pytest.raises(RerankInputError, match="0.22"):
+    with pytest.raises(RerankInputError, match=r"0\.22"):
         await client.rerank("q", ["a"], instruction="Find code")
     assert len(posts(seen, "/rerank")) == 1
 
@@ -397,7 +397,7 @@ async def test_server_without_version_route_is_assumed_current():
 
 
 def test_one_async_client_serves_two_event_loops():
-    handler, seen = fake_server()
+    handler, _seen = fake_server()
     client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
     first = asyncio.run(client.rerank("q", ["a", "bb"]))
     http_first = client._http_client
