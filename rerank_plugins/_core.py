@@ -126,6 +126,12 @@ def prepare_call(
                 "use prompt_mode='client' with a server started without a chat template"
             )
         return PreparedCall(query, tuple(documents), instruction or prompts.DEFAULT_INSTRUCTION)
+    if instruction:
+        # Dropping it silently would let a caller believe the ranking followed it.
+        raise RerankInputError(
+            "an instruction was given, but prompt_mode is 'raw' (this model takes none); "
+            "instructions are for Qwen3-Reranker in prompt_mode 'client' or 'server'"
+        )
     return PreparedCall(query, tuple(documents), None)
 
 

@@ -416,3 +416,12 @@ async def test_context_managers_close_their_clients():
         sync.rerank("q", ["a"])
         http = sync._http_client
     assert http.is_closed
+
+
+async def test_raw_mode_refuses_an_instruction_it_would_drop():
+    handler, seen = fake_server(model="all-MiniLM-L6-v2")
+    client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
+    with pytest.raises(RerankInputError, match="prompt_mode is 'raw'"):
+        await client.rerank("q", ["a"], instruction="Find code")
+    assert posts(seen, "/rerank") == []
+    assert len(await client.rerank("q", ["a"])) == 1
