@@ -260,22 +260,21 @@ class AsyncRerankClient(_BaseClient):
     async def server_info(self) -> ServerInfo:
         """``/version`` and ``/v1/models``, read once per client."""
         if self._info is None:
-            version = models = None
-            try:
-                version = await self._request("GET", "/version", None, None, None)
-            except RerankConnectionError:
-                raise
-            except RerankError:
-                pass  # not a vLLM server, or an old one: features are then assumed
-            try:
-                models = await self._request("GET", "/v1/models", None, None, None)
-            except RerankConnectionError:
-                raise
-            except RerankError:
-                pass
+            version, models = (
+                await self._get_optional("/version"),
+                await self._get_optional("/v1/models"),
+            )
             self._info = _core.parse_server_info(version, models, self.config.model)
             logger.debug("server at %s: %s", self.config.base_url, self._info)
         return self._info
+
+    async def _get_optional(self, path: str) -> str | None:
+        try:
+            return await self._request("GET", path, None, None, None)
+        except RerankConnectionError:
+            raise
+        except RerankError:
+            return None  # not a vLLM server, or an old one: its features are then assumed
 
     async def render(
         self, query: str, documents: Sequence[str], *, instruction: str | None = None
@@ -505,21 +504,18 @@ class RerankClient(_BaseClient):
     def server_info(self) -> ServerInfo:
         """``/version`` and ``/v1/models``, read once per client."""
         if self._info is None:
-            version = models = None
-            try:
-                version = self._request("GET", "/version", None, None, None)
-            except RerankConnectionError:
-                raise
-            except RerankError:
-                pass  # not a vLLM server, or an old one: features are then assumed
-            try:
-                models = self._request("GET", "/v1/models", None, None, None)
-            except RerankConnectionError:
-                raise
-            except RerankError:
-                pass
+            version, models = self._get_optional("/version"), self._get_optional("/v1/models")
             self._info = _core.parse_server_info(version, models, self.config.model)
+            logger.debug("server at %s: %s", self.config.base_url, self._info)
         return self._info
+
+    def _get_optional(self, path: str) -> str | None:
+        try:
+            return self._request("GET", path, None, None, None)
+        except RerankConnectionError:
+            raise
+        except RerankError:
+            return None  # not a vLLM server, or an old one: its features are then assumed
 
     def render(
         self, query: str, documents: Sequence[str], *, instruction: str | None = None
