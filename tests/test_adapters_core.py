@@ -1,0 +1,147 @@
+"""Unit tests of the framework-free adapter policy in rerank_plugins._adapters."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from rerank_plugins import (
+    AsyncRerankClient,
+    RerankConfigError,
+    RerankConnectionError,
+    RerankInputError,
+    RerankItem,
+    RerankResult,
+    RerankStatusError,
+    Usage,
+)
+from rerank_plugins._adapters import (
+    Placement,
+    RerankOptions,
+    arerank,
+    document_text,
+    fall_back,
+    rerank,
+    rerank_metadata,
+    select,
+)
+
+
+def _result(*scores: float) -> RerankResult:
+    """A ranking whose item i has index 10 + i (so index and rank never coincide)."""
+    items = tuple(RerankItem(10 + i, s, f"doc{i}") for i, s in enumerate(scores))
+    return RerankResult(items, "m", Usage(), "rid")
+
+
+def closed_url() -> str:
+    """A loopback URL where nothing listens (the port was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_select_keeps_everything_by_default() -> None:
+    placements = select(_result(0.9, 0.5, 0.1), RerankOptions())
+    assert placements == [Placement(10, 1, 0.9), Placement(11, 2, 0.5), Placement(12, 3, 0.1)]
+
+
+def test_select_cuts_to_top_n() -> None:
+    assert [p.index for p in select(_result(0.9, 0.5, 0.1), RerankOptions(top_n=2))] == [10, 11]
+
+
+def test_select_threshold_drops_low_scores() -> None:
+    placements = select(_result(0.9, 0.5, 0.1), RerankOptions(score_threshold=0.4))
+    assert [p.score for p in placements] == [0.9, 0.5]
+
+
+def test_select_threshold_keeps_min_keep_best() -> None:
+    options = RerankOptions(score_threshold=0.95, min_keep=2)
+    assert [p.index for p in select(_result(0.9, 0.5, 0.1), options)] == [10, 11]
+    options = RerankOptions(score_threshold=0.95, min_keep=0)
+    assert select(_result(0.9, 0.5, 0.1), options) == []
+
+
+def test_select_min_keep_never_exceeds_top_n() -> None:
+    options = RerankOptions(top_n=1, score_threshold=0.95, min_keep=3)
+    assert [p.index for p in select(_result(0.9, 0.5, 0.1), options)] == [10]
+
+
+@pytest.mark.parametrize("bad", [{"top_n": 0}, {"top_n": True}, {"min_keep": -1}])
+def test_options_reject_bad_values(bad: dict[str, int]) -> None:
+    with pytest.raises(RerankConfigError):
+        RerankOptions(**bad)  # type: ignore[arg-type]
+
+
+def test_fall_back_raises_by_default() -> None:
+    error = RerankConnectionError("down", url="http://x")
+    with pytest.raises(RerankConnectionError):
+        fall_back(3, RerankOptions(), error)
+
+
+def test_fall_back_fails_open_in_input_order(caplog: pytest.LogCaptureFixture) -> None:
+    error = RerankStatusError("503", url="http://x", status_code=503, server_message="busy")
+    with caplog.at_level(logging.WARNING, logger="rerank_plugins"):
+        placements = fall_back(3, RerankOptions(top_n=2, fail_open=True), error)
+    assert placements == [Placement(0, 1, None), Placement(1, 2, None)]
+    assert "failing open" in caplog.text and "503" in caplog.text
+
+
+def test_fall_back_never_hides_input_errors() -> None:
+    with pytest.raises(RerankInputError):
+        fall_back(3, RerankOptions(fail_open=True), RerankInputError("query is empty"))
+
+
+def test_document_text_layouts() -> None:
+    metadata = {"title": "JSON", "source": "docs", "n": 3}
+    assert document_text("body", metadata) == "body"
+    assert document_text("body", metadata, ("title", "n", "absent")) == "title: JSON\nn: 3\n\nbody"
+
+
+def test_rerank_metadata_makes_a_new_dict() -> None:
+    original = {"a": [1]}
+    new = rerank_metadata(original, Placement(4, 1, 0.7), relevance_score=0.7, skipped=None)
+    new["a"].append(2)
+    assert original == {"a": [1]}
+    assert new == {
+        "a": [1, 2],
+        "rerank_rank": 1,
+        "original_index": 4,
+        "reranked": True,
+        "relevance_score": 0.7,
+    }
+    assert rerank_metadata(original, Placement(0, 1, None))["reranked"] is False
+
+
+def test_empty_input_sends_no_request() -> None:
+    # Nothing listens at this URL: any request would raise RerankConnectionError.
+    client = AsyncRerankClient(closed_url(), "m", max_retries=0)
+    assert rerank(client.to_sync(), "q", [], RerankOptions()) == []
+
+
+async def test_empty_input_sends_no_request_async() -> None:
+    client = AsyncRerankClient(closed_url(), "m", max_retries=0)
+    assert await arerank(client, "q", [], RerankOptions()) == []
+    with pytest.raises(RerankConnectionError):
+        await arerank(client, "q", ["a"], RerankOptions())
+
+
+@pytest.mark.parametrize(
+    ("module", "blocked", "extra"),
+    [
+        ("rerank_plugins.llamaindex", "llama_index", "llamaindex"),
+        ("rerank_plugins.langchain", "langchain_core", "langchain"),
+    ],
+)
+def test_import_error_names_the_extra(module: str, blocked: str, extra: str) -> None:
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        f"try:\n    import {module}\n"
+        "except ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f"pip install 'rerank-plugins[{extra}]'" in out.stdout
