@@ -18,12 +18,13 @@ from .errors import (
     RerankTimeoutError,
 )
 from .prompts import DEFAULT_INSTRUCTION
-from .types import RerankItem, RerankResult, ScoreResult, ServerInfo, Usage
+from .types import PreparedCall, RerankItem, RerankResult, ScoreResult, ServerInfo, Usage
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
     "AsyncRerankClient",
     "ClientOptions",
+    "PreparedCall",
     "ProgressCallback",
     "PromptMode",
     "RerankClient",

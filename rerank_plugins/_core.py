@@ -18,7 +18,7 @@ from typing import Any
 from . import prompts
 from .config import RerankConfig
 from .errors import RerankInputError, RerankResponseError, RerankStatusError
-from .types import RerankItem, RerankResult, ScoreResult, ServerInfo, Usage
+from .types import PreparedCall, RerankItem, RerankResult, ScoreResult, ServerInfo, Usage
 
 __all__ = [
     "RETRY_STATUSES",
@@ -47,15 +47,6 @@ class Batch:
 
     start: int
     texts: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedCall:
-    """A call as the wire sees it: the query and each document text actually sent."""
-
-    query: str
-    documents: tuple[str, ...]
-    instruction: str | None  # sent as the ``instruction`` field (server mode) or None
 
 
 def new_request_id() -> str:

@@ -24,7 +24,7 @@ from .errors import (
     RerankInputError,
     RerankTimeoutError,
 )
-from .types import RerankResult, ScoreResult, ServerInfo, Usage
+from .types import PreparedCall, RerankResult, ScoreResult, ServerInfo, Usage
 
 __all__ = ["AsyncRerankClient", "ClientOptions", "ProgressCallback", "RerankClient"]
 
@@ -278,14 +278,14 @@ class AsyncRerankClient(_BaseClient):
 
     async def render(
         self, query: str, documents: Sequence[str], *, instruction: str | None = None
-    ) -> _core.PreparedCall:
+    ) -> PreparedCall:
         """The exact query and document texts this client would send (after truncation)."""
         info = await self.server_info()
         return await self._prepare(info, query, _core.check_input(query, documents), instruction)
 
     async def _prepare(
         self, info: ServerInfo, query: str, docs: list[str], instruction: str | None
-    ) -> _core.PreparedCall:
+    ) -> PreparedCall:
         mode = _core.effective_mode(self.config, info)
         instruction = instruction or self.config.instruction
         if self.config.truncate and info.max_model_len and docs:
@@ -519,14 +519,14 @@ class RerankClient(_BaseClient):
 
     def render(
         self, query: str, documents: Sequence[str], *, instruction: str | None = None
-    ) -> _core.PreparedCall:
+    ) -> PreparedCall:
         """The exact query and document texts this client would send (after truncation)."""
         info = self.server_info()
         return self._prepare(info, query, _core.check_input(query, documents), instruction)
 
     def _prepare(
         self, info: ServerInfo, query: str, docs: list[str], instruction: str | None
-    ) -> _core.PreparedCall:
+    ) -> PreparedCall:
         mode = _core.effective_mode(self.config, info)
         instruction = instruction or self.config.instruction
         if self.config.truncate and info.max_model_len and docs:

@@ -7,6 +7,7 @@ Sparse scoring comes from ``bm25s``; tokenization is ours so Chinese (``jieba``)
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -168,7 +169,11 @@ class BM25Index:
         else:
             raise ValueError(f"language must be 'auto', 'en' or 'zh', got {language!r}")
         try:
-            import bm25s
+            with warnings.catch_warnings():
+                # bm25s imports tqdm.auto, which warns in Jupyter without ipywidgets (with a
+                # path of this machine in the text); its progress bars are never shown here.
+                warnings.filterwarnings("ignore", message="IProgress not found")
+                import bm25s
         except ImportError as exc:
             raise _missing("bm25s", exc) from exc
         retriever = bm25s.BM25(k1=k1, b=b)

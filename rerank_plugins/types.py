@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["RerankItem", "RerankResult", "ScoreResult", "ServerInfo", "Usage"]
+from .prompts import is_qwen3_reranker
+
+__all__ = ["PreparedCall", "RerankItem", "RerankResult", "ScoreResult", "ServerInfo", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,15 @@ class Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens, self.total_tokens + other.total_tokens
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """A call as the wire sees it (``client.render``): the query and document texts sent."""
+
+    query: str
+    documents: tuple[str, ...]
+    instruction: str | None  # sent as the ``instruction`` field (server mode), else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +85,11 @@ class ServerInfo:
     model: str
     model_root: str | None
     max_model_len: int | None
+
+    @property
+    def is_qwen3_reranker(self) -> bool:
+        """Whether the served model is a Qwen3-Reranker (by its name or its weights' path)."""
+        return any(is_qwen3_reranker(name) for name in (self.model, self.model_root or ""))
 
     @property
     def supports_instruction(self) -> bool:
