@@ -1,0 +1,149 @@
+"""``python -m demo``: start (or connect to) a reranker, then serve the Gradio app until stopped.
+
+With no ``--base-url`` / ``RERANK_BASE_URL`` it starts vLLM through ``rerank_plugins.serve``
+with the best model it can have here, and stops it on exit (Ctrl-C or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from types import FrameType
+
+from rerank_plugins import AsyncRerankClient
+from rerank_plugins.serve import ServeConfig, ServeError, VLLMServer
+
+from .backend import (
+    Backend,
+    choose_model,
+    describe_server,
+    embedded_backend,
+    log_choice,
+    vllm_python,
+)
+from .corpora import Corpus, load_bundled
+from .pipeline import IndexCache
+
+logger = logging.getLogger("demo")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m demo",
+        description="BM25 then rerank, in a browser. Without --base-url it starts vLLM itself.",
+    )
+    p.add_argument(
+        "--base-url",
+        default=os.environ.get("RERANK_BASE_URL"),
+        help="an existing rerank server (default: env RERANK_BASE_URL; none: start vLLM here)",
+    )
+    p.add_argument(
+        "--model",
+        default=os.environ.get("RERANK_MODEL") or "auto",
+        help="with --base-url: the served model name (default: the server's first). "
+        "Without: auto (Qwen3-Reranker-0.6B if the hub is reachable and there is a GPU or "
+        "many cores, else offline MiniLM), qwen3, minilm, or a model directory / hub id",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address the web UI binds (default 127.0.0.1)"
+    )
+    p.add_argument("--port", type=int, default=7860, help="web UI port (default 7860)")
+    p.add_argument("--vllm-log", default=None, help="file for the embedded vLLM's log")
+    return p
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM takes the Ctrl-C path, so every `with`/ExitStack unwinds and stops vLLM.
+    raise KeyboardInterrupt
+
+
+def _warm(cache: IndexCache, corpora: dict[str, Corpus]) -> None:
+    for corpus in corpora.values():
+        _, built_ms = cache.get(corpus.documents)
+        logger.info("BM25 index of %s built in %.0f ms", corpus.label, built_ms or 0.0)
+
+
+def _start_vllm(stack: ExitStack, requested: str, log_path: str | None) -> Backend:
+    python = vllm_python()
+    choice = choose_model(requested, python)
+    logger.info(
+        "starting vLLM with %s (%s); the first start takes ~30-60 s", choice.model, choice.reason
+    )
+    server = VLLMServer(
+        ServeConfig(
+            model=choice.model,
+            served_model_name=choice.served_name,
+            python=python,
+            host="127.0.0.1",
+            log_path=log_path,
+        )
+    )
+    stack.callback(_stop, server)
+    server.start()
+    logger.info("vLLM server pid %d, log %s", server.pid, server.log_path)
+    server.wait_ready()
+    return embedded_backend(server.base_url, choice, server.pid)
+
+
+def _stop(server: VLLMServer) -> None:
+    logger.info("stopping vLLM (pid %s)", server.pid)
+    code = server.stop()
+    logger.info("vLLM stopped (exit code %s)", code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo until Ctrl-C or SIGTERM; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # bm25s sets its logger to DEBUG when imported: the handler's level keeps its chatter out.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
+    signal.signal(signal.SIGTERM, _interrupt)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+    from .app import build_demo, launch_options  # gradio is slow to import: after arg errors
+
+    corpora = load_bundled()
+    cache = IndexCache()
+    # Index the bundled corpora while vLLM starts, so the first query is quick.
+    threading.Thread(target=_warm, args=(cache, corpora), name="bm25-warm", daemon=True).start()
+    try:
+        with ExitStack() as stack:
+            if args.base_url:
+                model = None if args.model == "auto" else args.model
+                backend = describe_server(args.base_url, model)
+            else:
+                backend = _start_vllm(stack, args.model, args.vllm_log)
+            log_choice(backend)
+            client = AsyncRerankClient(
+                base_url=backend.base_url, model=backend.model or None, timeout=300.0
+            )
+            blocks = build_demo(client, backend, corpora=corpora, cache=cache)
+            stack.callback(blocks.close)
+            blocks.launch(
+                server_name=args.host,
+                server_port=args.port,
+                prevent_thread_lock=True,
+                quiet=True,
+                **launch_options(),
+            )
+            logger.info("demo ready: http://%s:%d (Ctrl-C stops it)", args.host, args.port)
+            while True:
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        logger.info("shutting down")
+        return 0
+    except (ServeError, RuntimeError) as exc:
+        logger.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""The demo's search pipeline without the UI: BM25 candidates, then a rerank, then a comparison.
+
+BM25 indexes are cached by a hash of the corpus content, so each corpus is indexed once however
+it arrives (bundled, pasted again, uploaded twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rerank_plugins import AsyncRerankClient, RerankResult
+from rerank_plugins.retrieval import BM25Index, Hit, Language
+
+__all__ = ["IndexCache", "Ranked", "SearchOutcome", "corpus_key", "rerank_hits", "run_search"]
+
+
+def corpus_key(documents: Sequence[str]) -> str:
+    """A content hash of a corpus: equal documents in equal order give equal keys."""
+    digest = hashlib.sha256()
+    for doc in documents:
+        data = doc.encode("utf-8")
+        # The length prefix keeps ["ab", "c"] and ["a", "bc"] apart.
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+class IndexCache:
+    """BM25 indexes keyed by corpus content, least recently used dropped beyond ``size``."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._indexes: OrderedDict[str, BM25Index] = OrderedDict()
+        self._lock = threading.Lock()
+        self.builds = 0
+        """How many indexes were built (tests check that a second query builds none)."""
+
+    def get(self, documents: Sequence[str]) -> tuple[BM25Index, float | None]:
+        """The index of ``documents`` and the build time in ms (None when it came from cache)."""
+        key = corpus_key(documents)
+        # One lock for build and lookup: two first queries on one corpus build it once.
+        with self._lock:
+            index = self._indexes.get(key)
+            if index is not None:
+                self._indexes.move_to_end(key)
+                return index, None
+            start = time.perf_counter()
+            index = BM25Index.from_documents(list(documents), language="auto")
+            built_ms = (time.perf_counter() - start) * 1000
+            self.builds += 1
+            self._indexes[key] = index
+            while len(self._indexes) > self._size:
+                self._indexes.popitem(last=False)
+            return index, built_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """One shown document: its place after reranking and before (in BM25's list)."""
+
+    rank: int
+    score: float
+    bm25_rank: int
+    bm25_score: float
+    index: int
+    """Position in the corpus."""
+    text: str
+
+    @property
+    def change(self) -> int:
+        """Places gained by reranking (positive: moved up)."""
+        return self.bm25_rank - self.rank
+
+    @property
+    def change_label(self) -> str:
+        """``▲ 3``, ``▼ 2`` or ``=``."""
+        if self.change > 0:
+            return f"▲ {self.change}"
+        if self.change < 0:
+            return f"▼ {-self.change}"
+        return "="
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """Everything the display needs about one query."""
+
+    query: str
+    hits: tuple[Hit, ...]
+    """BM25's candidates, best first."""
+    ranked: tuple[Ranked, ...]
+    """Every candidate after reranking, best first (the UI shows the first ``top_n``)."""
+    result: RerankResult | None
+    bm25_ms: float
+    index_ms: float | None
+    rerank_ms: float
+    language: Language
+
+    def shown(self, top_n: int) -> tuple[Ranked, ...]:
+        """The first ``top_n`` reranked documents."""
+        return self.ranked[:top_n]
+
+
+async def rerank_hits(
+    client: AsyncRerankClient,
+    query: str,
+    hits: Sequence[Hit],
+    *,
+    instruction: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[tuple[Ranked, ...], RerankResult]:
+    """Rerank BM25 ``hits`` and pair each reranked document with its BM25 rank and score."""
+    result = await client.rerank(
+        query, [hit.text for hit in hits], instruction=instruction, on_progress=on_progress
+    )
+    ranked = tuple(
+        Ranked(
+            rank=rank,
+            score=item.score,
+            bm25_rank=item.index + 1,
+            bm25_score=hits[item.index].score,
+            index=hits[item.index].index,
+            text=hits[item.index].text,
+        )
+        for rank, item in enumerate(result.items, start=1)
+    )
+    return ranked, result
+
+
+async def run_search(
+    client: AsyncRerankClient,
+    cache: IndexCache,
+    documents: Sequence[str],
+    query: str,
+    *,
+    top_k: int,
+    instruction: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> SearchOutcome:
+    """BM25 top-``top_k`` over ``documents``, then rerank them all (the caller cuts to top-n)."""
+    # Indexing a new corpus takes up to seconds (jieba's dictionary on first use): keep it off
+    # the event loop, which serves every other user of the app meanwhile.
+    index, index_ms = await asyncio.to_thread(cache.get, documents)
+    start = time.perf_counter()
+    hits = tuple(index.search(query, top_k))
+    bm25_ms = (time.perf_counter() - start) * 1000
+    ranked: tuple[Ranked, ...] = ()
+    result = None
+    rerank_ms = 0.0
+    if hits:
+        start = time.perf_counter()
+        ranked, result = await rerank_hits(
+            client, query, hits, instruction=instruction, on_progress=on_progress
+        )
+        rerank_ms = (time.perf_counter() - start) * 1000
+    return SearchOutcome(
+        query=query,
+        hits=hits,
+        ranked=ranked,
+        result=result,
+        bm25_ms=bm25_ms,
+        index_ms=index_ms,
+        rerank_ms=rerank_ms,
+        language=index.language,
+    )

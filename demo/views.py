@@ -1,0 +1,224 @@
+"""How one search is shown: the comparison table, the chart, the highlighted documents, timings.
+
+Pure functions from pipeline results to pandas / matplotlib / HTML; no Gradio here.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on a server; must precede pyplot
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from rerank_plugins.retrieval import Language, tokenize
+
+from .pipeline import Ranked, SearchOutcome
+
+__all__ = [
+    "TABLE_COLUMNS",
+    "comparison_figure",
+    "documents_html",
+    "highlight",
+    "list_table",
+    "results_table",
+    "timing_markdown",
+]
+
+TABLE_COLUMNS = ["Rank", "Score", "BM25 rank", "BM25 score", "Change", "Doc #", "Document"]
+LIST_COLUMNS = ["Rank", "Score", "Input #", "Document"]
+SNIPPET_CHARS = 110
+CARD_CHARS = 1500
+
+_UP, _DOWN, _SAME, _OTHER = "#16a34a", "#dc2626", "#6b7280", "#cbd5e1"
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK_RE = re.compile(f"[{_CJK}]")
+_LATIN_WORD = f"[^\\W_{_CJK}]+"
+
+
+def _snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """The first ``limit`` columns of ``text``; a CJK character takes two, as on screen."""
+    text = " ".join(text.split())
+    width = 0
+    for i, ch in enumerate(text):
+        width += 2 if _CJK_RE.match(ch) else 1
+        if width > limit:
+            return text[:i].rstrip() + "…"
+    return text
+
+
+def results_table(shown: Sequence[Ranked]) -> pd.DataFrame:
+    """The comparison table: reranked rank and score next to BM25's rank and score."""
+    rows = [
+        [
+            r.rank,
+            round(r.score, 4),
+            r.bm25_rank,
+            round(r.bm25_score, 3),
+            r.change_label,
+            r.index,
+            _snippet(r.text),
+        ]
+        for r in shown
+    ]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def list_table(shown: Sequence[Ranked]) -> pd.DataFrame:
+    """The pasted-list tab's table: rank, score, the candidate's input position, its text."""
+    rows = [[r.rank, round(r.score, 4), r.index + 1, r.text] for r in shown]
+    return pd.DataFrame(rows, columns=LIST_COLUMNS)
+
+
+def comparison_figure(outcome: SearchOutcome, top_n: int) -> Figure:
+    """Left: how each shown document moved from its BM25 rank; right: BM25 vs rerank score."""
+    shown = outcome.shown(top_n)
+    fig, (slope, scatter) = plt.subplots(
+        1, 2, figsize=(11, 4.4), gridspec_kw={"width_ratios": [1, 1.25]}
+    )
+    fig.patch.set_alpha(0)
+
+    worst = max([r.bm25_rank for r in shown] + [len(shown)])
+    for r in shown:
+        color = _UP if r.change > 0 else _DOWN if r.change < 0 else _SAME
+        slope.plot([0, 1], [r.bm25_rank, r.rank], color=color, marker="o", lw=2, alpha=0.9)
+        slope.annotate(
+            f"#{r.bm25_rank}",
+            (0, r.bm25_rank),
+            xytext=(-8, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize=8,
+            color=color,
+        )
+        slope.annotate(
+            f"#{r.rank}  doc {r.index}",
+            (1, r.rank),
+            xytext=(8, 0),
+            textcoords="offset points",
+            ha="left",
+            va="center",
+            fontsize=8,
+            color=color,
+        )
+    slope.set_xlim(-0.35, 1.45)
+    slope.set_ylim(worst + 0.8, 0.2)  # rank 1 on top
+    slope.set_xticks([0, 1], ["BM25 rank", "Reranked"])
+    slope.set_yticks([])
+    slope.set_title(f"Rank change of the top {len(shown)}", fontsize=11)
+    for side in ("left", "right", "top"):
+        slope.spines[side].set_visible(False)
+
+    others = outcome.ranked[top_n:]
+    if others:
+        scatter.scatter(
+            [r.bm25_score for r in others],
+            [r.score for r in others],
+            s=18,
+            color=_OTHER,
+            label=f"other BM25 candidates ({len(others)})",
+        )
+    scatter.scatter(
+        [r.bm25_score for r in shown],
+        [r.score for r in shown],
+        s=36,
+        color="#2563eb",
+        label=f"shown top {len(shown)}",
+        zorder=3,
+    )
+    for r in shown:
+        scatter.annotate(
+            str(r.rank),
+            (r.bm25_score, r.score),
+            xytext=(4, 3),
+            textcoords="offset points",
+            fontsize=8,
+            color="#1e3a8a",
+        )
+    scatter.set_xlabel("BM25 score")
+    scatter.set_ylabel("rerank score")
+    scatter.set_title("BM25 score vs rerank score", fontsize=11)
+    scatter.grid(alpha=0.3)
+    scatter.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    plt.close(fig)  # Gradio renders it; pyplot must not keep every figure alive
+    return fig
+
+
+@lru_cache(maxsize=20_000)
+def _term_of(word: str) -> str | None:
+    terms = tokenize(word, "en")
+    return terms[0] if terms else None
+
+
+def highlight(text: str, query: str, language: Language) -> str:
+    """``text`` as HTML with the words BM25 matched against ``query`` in ``<mark>``.
+
+    Latin words match by stem (``entangled`` marks ``entanglement``); Chinese terms (jieba's
+    segments of the query) match as substrings.
+    """
+    terms = set(tokenize(query, language))
+    cjk_terms = sorted((t for t in terms if _CJK_RE.search(t)), key=len, reverse=True)
+    parts = [f"(?P<cjk>{'|'.join(map(re.escape, cjk_terms))})"] if cjk_terms else []
+    parts.append(f"(?P<word>{_LATIN_WORD})")
+    pattern = re.compile("|".join(parts))
+    out: list[str] = []
+    pos = 0
+    for match in pattern.finditer(text):
+        word = match.group("word")
+        if word is not None and _term_of(word.lower()) not in terms:
+            continue
+        out.append(html.escape(text[pos : match.start()]))
+        out.append(f"<mark>{html.escape(match.group())}</mark>")
+        pos = match.end()
+    out.append(html.escape(text[pos:]))
+    # 量子 + 纠缠 read as one highlighted word, as the reader sees it.
+    return "".join(out).replace("</mark><mark>", "")
+
+
+def _change_badge(r: Ranked) -> str:
+    cls = "up" if r.change > 0 else "down" if r.change < 0 else "same"
+    return f'<span class="chg {cls}">{html.escape(r.change_label)}</span>'
+
+
+def documents_html(shown: Sequence[Ranked], query: str, language: Language) -> str:
+    """The shown documents, best first, full text with query terms highlighted."""
+    if not shown:
+        return '<div class="rr-empty">No results yet.</div>'
+    cards = []
+    for r in shown:
+        text = r.text if len(r.text) <= CARD_CHARS else r.text[:CARD_CHARS] + "…"
+        cards.append(
+            '<div class="rr-card">'
+            f'<div class="rr-head"><span class="rr-rank">#{r.rank}</span>'
+            f'<span class="rr-meta">score <b>{r.score:.4f}</b> · BM25 #{r.bm25_rank} '
+            f"({r.bm25_score:.2f}) · {_change_badge(r)} · doc {r.index}</span></div>"
+            f'<div class="rr-text">{highlight(text, query, language)}</div></div>'
+        )
+    return '<div class="rr-cards">' + "".join(cards) + "</div>"
+
+
+def timing_markdown(
+    outcome: SearchOutcome, corpus_size: int, model: str, batches: int | None = None
+) -> str:
+    """BM25 and rerank times, candidates and tokens, in one line a person reads."""
+    index = (
+        f" (index built now in {outcome.index_ms:,.0f} ms, then cached)"
+        if outcome.index_ms is not None
+        else " (cached index)"
+    )
+    tokens = outcome.result.usage.total_tokens if outcome.result else 0
+    batch_note = f", {batches} batches" if batches and batches > 1 else ""
+    return (
+        f"**BM25** {outcome.bm25_ms:,.1f} ms over {corpus_size:,} documents{index} · "
+        f"**Rerank** {outcome.rerank_ms:,.0f} ms for {len(outcome.hits)} candidates"
+        f"{batch_note} · **Tokens** {tokens:,} · **Model** `{model}`"
+    )

@@ -1,0 +1,318 @@
+"""The demo end to end in headless Chromium (Debian's package, driven by Playwright).
+
+The app runs in this process (``launch(prevent_thread_lock=True)``) against the real MiniLM
+server; one demo points at a closed port for the backend-down message; one test runs
+``bash demo/run.sh`` as a newcomer would and checks it leaves no vLLM behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio import Blocks
+from playwright.sync_api import Browser, Page, sync_playwright
+from support.servers import ServerHandle
+
+from demo.app import build_demo, launch_options
+from demo.backend import Backend, describe_server
+from rerank_plugins import AsyncRerankClient
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = os.environ.get("DEMO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # Chromium refuses to run as root with its sandbox
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+TIMEOUT_MS = 120_000  # a rerank on two busy CPU cores can take tens of seconds
+ROW = "#rr-table [role=row].virtual-row"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _launch(client: AsyncRerankClient, backend: Backend) -> tuple[Blocks, str]:
+    port = _free_port()
+    blocks = build_demo(client, backend)
+    blocks.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **launch_options(),
+    )
+    return blocks, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def demo_url(minilm_server: ServerHandle) -> Iterator[str]:
+    base_url = minilm_server.base_url
+    client = AsyncRerankClient(base_url=base_url, timeout=300.0)
+    blocks, url = _launch(client, describe_server(base_url))
+    yield url
+    blocks.close()
+
+
+@pytest.fixture(scope="module")
+def down_url() -> Iterator[str]:
+    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    client = AsyncRerankClient(base_url=dead, model="all-MiniLM-L6-v2", max_retries=0)
+    blocks, url = _launch(client, describe_server(dead, "all-MiniLM-L6-v2", timeout=0.5))
+    yield url
+    blocks.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"{CHROMIUM} not found: apt-get update && apt-get install -y chromium",
+            pytrace=False,
+        )
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    context.close()
+
+
+def _open(page: Page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#rr-query textarea")
+
+
+def _search(page: Page, query: str, top_n: int | None = None) -> None:
+    if top_n is not None:
+        box = page.locator("#rr-topn input[type=number]")
+        box.fill(str(top_n))
+        box.press("Enter")
+    page.locator("#rr-query textarea").fill(query)
+    page.locator("#rr-go").click()
+
+
+def _table(page: Page) -> list[list[str]]:
+    rows = page.locator(ROW)
+    return [
+        [t.strip() for t in rows.nth(i).locator("[role=gridcell]").all_inner_texts()]
+        for i in range(rows.count())
+    ]
+
+
+def _wait_for_results(page: Page) -> None:
+    page.wait_for_selector("#rr-chart [data-testid=matplotlib] img")
+    page.wait_for_selector(ROW)
+
+
+def test_search_shows_ranked_table_chart_and_documents(page: Page, demo_url: str) -> None:
+    _open(page, demo_url)
+    # The MiniLM backend is announced, and it takes no instruction.
+    banner = page.locator("#rr-banner").inner_text()
+    assert "all-MiniLM-L6-v2" in banner and "English only" in banner
+    assert page.locator("#rr-instruction textarea").is_disabled()
+
+    _search(page, "how do python decorators work", top_n=5)
+    _wait_for_results(page)
+    rows = _table(page)
+    assert len(rows) == 5
+    ranks = [int(r[0]) for r in rows]
+    scores = [float(r[1]) for r in rows]
+    bm25_ranks = [int(r[2]) for r in rows]
+    bm25_scores = [float(r[3]) for r in rows]
+    assert ranks == [1, 2, 3, 4, 5]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.3
+    assert all(1 <= b <= 50 for b in bm25_ranks) and all(s > 0 for s in bm25_scores)
+    for rank, bm25_rank, change in zip(ranks, bm25_ranks, (r[4] for r in rows), strict=True):
+        expected = "=" if rank == bm25_rank else ("▲ " if bm25_rank > rank else "▼ ")
+        assert change.startswith(expected) and (
+            change == "=" or int(change[2:]) == abs(bm25_rank - rank)
+        )
+    assert "decorator" in rows[0][6].lower()
+    chart = page.locator("#rr-chart [data-testid=matplotlib] img")
+    assert chart.evaluate("img => img.naturalWidth") > 500
+    assert page.locator("#rr-docs .rr-card").count() == 5
+    assert page.locator("#rr-docs mark").count() > 0
+    timings = page.locator("#rr-timings").inner_text()
+    assert re.search(r"BM25 [\d.,]+ ms", timings) and re.search(r"Rerank [\d,]+ ms", timings)
+    assert re.search(r"Tokens [\d,]+", timings)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo_search.png"), full_page=True)
+
+
+def test_chinese_example_click_searches_the_chinese_corpus(page: Page, demo_url: str) -> None:
+    _open(page, demo_url)
+    page.locator("#rr-examples-demo_zh").get_by_text("解释量子纠缠的基本原理").click()
+    _wait_for_results(page)
+    assert "中文" in page.locator("#rr-status").inner_text()
+    rows = _table(page)
+    assert len(rows) == 10 and any("量子纠缠" in r[6] for r in rows)
+    page.screenshot(path=str(ARTIFACTS / "demo_search_zh.png"), full_page=True)
+
+
+def test_uploaded_file_is_searched(page: Page, demo_url: str, tmp_path: Path) -> None:
+    upload = tmp_path / "notes.txt"
+    upload.write_text(
+        "json.load reads a JSON file in Python into a dict.\n"
+        "The csv module reads CSV files in Python.\n"
+        "Jackson parses JSON in Java.\n"
+        "Knead the dough for ten minutes.\n",
+        encoding="utf-8",
+    )
+    _open(page, demo_url)
+    page.get_by_label("Your documents (paste or upload)").check()
+    page.locator("#rr-upload input[type=file]").set_input_files(str(upload))
+    status = page.locator("#rr-docs-status")
+    status.get_by_text("4 documents ready (4 from notes.txt)").wait_for()
+    _search(page, "how do I read a JSON file in Python")
+    _wait_for_results(page)
+    rows = _table(page)
+    assert rows[0][6].startswith("json.load")
+    assert all("dough" not in r[6] for r in rows)  # BM25 did not offer it
+
+
+def test_too_large_upload_and_too_many_documents_get_messages(
+    page: Page, demo_url: str, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"lorem ipsum " * 200_000)  # 2.4 MB
+    many = tmp_path / "many.txt"
+    many.write_text("\n".join(f"document number {i}" for i in range(6000)), encoding="utf-8")
+    _open(page, demo_url)
+    page.get_by_label("Your documents (paste or upload)").check()
+    files = page.locator("#rr-upload input[type=file]")
+    files.set_input_files(str(big))
+    status = page.locator("#rr-docs-status")
+    status.get_by_text("uploads are limited to 2.0 MB").wait_for()
+    assert "big.txt is 2.3 MB" in status.inner_text()
+    # Searching anyway gives the same message instead of a crash.
+    _search(page, "lorem")
+    page.locator("#rr-status").get_by_text("limited to 2.0 MB").wait_for()
+    page.locator("#rr-upload button[aria-label='Clear']").click()
+    files.set_input_files(str(many))
+    status.get_by_text("the demo takes at most 5,000").wait_for()
+    assert "6,000 documents" in status.inner_text()
+
+
+def test_backend_down_shows_a_readable_message(page: Page, down_url: str) -> None:
+    _open(page, down_url)
+    _search(page, "how do python decorators work")
+    status = page.locator("#rr-status")
+    status.get_by_text("The reranker failed").wait_for()
+    text = status.inner_text()
+    assert "cannot connect" in text and "rerank-serve" in text
+    assert "Traceback" not in page.content()
+    assert page.locator(ROW).count() == 0
+
+
+def test_rerank_a_pasted_list_tab(page: Page, demo_url: str) -> None:
+    _open(page, demo_url)
+    page.get_by_role("tab", name="Rerank a list").click()
+    query = page.locator("#rr-list-query textarea")
+    assert query.input_value() == "解释量子纠缠的基本原理"  # prefilled with the seed example
+    query.fill("how do I read a JSON file in Python")
+    page.locator("#rr-list-docs textarea").fill(
+        "Bake bread at 200 degrees.\njson.load reads a JSON file in Python.\nJava parses JSON."
+    )
+    page.locator("#rr-list-go").click()
+    page.locator("#rr-list-status").get_by_text("Ranked 3 candidates").wait_for()
+    rows = page.locator("#rr-list-table [role=row].virtual-row")
+    cells = [rows.nth(i).locator("[role=gridcell]").all_inner_texts() for i in range(3)]
+    assert int(cells[0][2]) == 2  # the json.load candidate (input #2) wins
+    scores = [float(c[1]) for c in cells]
+    assert scores == sorted(scores, reverse=True)
+    page.screenshot(path=str(ARTIFACTS / "demo_list.png"), full_page=True)
+
+
+def _wait_until_answers(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"demo/run.sh exited with {proc.returncode} before answering")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def test_run_sh_starts_the_demo_and_sigterm_stops_vllm(tmp_path: Path) -> None:
+    port = _free_port()
+    log_path = tmp_path / "run.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("RERANK_BASE_URL", "RERANK_MODEL")}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["bash", str(ROOT / "demo" / "run.sh"), "--port", str(port)],
+            cwd=tmp_path,  # a newcomer may run it from anywhere
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        _wait_until_answers(f"http://127.0.0.1:{port}/", proc, timeout=600)
+        text = log_path.read_text(errors="replace")
+        match = re.search(r"vLLM server pid (\d+)", text)
+        assert match, text
+        vllm_pid = int(match.group(1))
+        os.kill(vllm_pid, 0)  # running while the demo runs
+        assert "reranker: model all-MiniLM-L6-v2" in text and "not reachable" in text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:  # only on failure: do not leave the demo running
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = log_path.read_text(errors="replace")
+    assert "vLLM stopped" in text, text
+    with pytest.raises(ProcessLookupError):
+        os.kill(vllm_pid, 0)
+    assert _live_group_members(vllm_pid) == []  # nor any helper process vLLM started
+
+
+def _live_group_members(pgid: int) -> list[str]:
+    """Processes of group ``pgid`` that still run. Zombies do not count: they are dead, and a
+    container whose PID 1 does not reap orphans keeps them listed."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited while we looked
+        # Fields after the parenthesised command: state ppid pgrp ...
+        state, _ppid, group = text.rsplit(")", 1)[1].split()[:3]
+        if int(group) == pgid and state != "Z":
+            alive.append(f"{stat.parent.name} {text[:80]}")
+    return alive
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))

@@ -1,0 +1,349 @@
+"""The demo below the browser: input parsing and limits, BM25 caching, views, and handlers.
+
+Handlers that rerank talk to the real MiniLM server (``minilm_server``); the backend-down case
+points a client at a closed port.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support.servers import ServerHandle
+
+from demo import backend as backend_mod
+from demo.backend import MINILM_NAME, Backend, ModelChoice, describe_server, embedded_backend
+from demo.corpora import load_bundled, load_examples_safe
+from demo.handlers import OWN_DOCS, Handlers, user_documents
+from demo.inputs import MAX_DOCUMENTS, MAX_UPLOAD_BYTES, DocumentsError, parse_file, parse_text
+from demo.pipeline import IndexCache, Ranked, corpus_key
+from demo.views import TABLE_COLUMNS, comparison_figure, highlight, results_table
+from rerank_plugins import AsyncRerankClient
+
+AUTO = "Auto (blank lines if any, else lines)"
+LINES = "One document per line"
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+def test_paste_without_blank_lines_is_one_document_per_line() -> None:
+    assert parse_text("alpha\n  beta  \n\ngamma", "lines") == ["alpha", "beta", "gamma"]
+    assert parse_text("alpha\nbeta\r\ngamma\n") == ["alpha", "beta", "gamma"]
+
+
+def test_paste_with_blank_lines_splits_paragraphs_and_joins_wrapped_lines() -> None:
+    text = "First paragraph\nwraps here.\n\n  \nSecond one.\n"
+    assert parse_text(text) == ["First paragraph wraps here.", "Second one."]
+    assert parse_text(text, "lines") == ["First paragraph", "wraps here.", "Second one."]
+
+
+def test_paste_over_the_document_limit_says_the_limit() -> None:
+    with pytest.raises(DocumentsError, match="5,000"):
+        parse_text("\n".join(f"doc {i}" for i in range(MAX_DOCUMENTS + 1)))
+    assert len(parse_text("\n".join(f"doc {i}" for i in range(MAX_DOCUMENTS)))) == MAX_DOCUMENTS
+
+
+def test_paste_over_two_megabytes_is_refused() -> None:
+    with pytest.raises(DocumentsError, match=r"2\.0 MB"):
+        parse_text("x" * (MAX_UPLOAD_BYTES + 1))
+
+
+def test_files_txt_md_and_jsonl(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("one\ntwo\n", encoding="utf-8")
+    (tmp_path / "b.md").write_text("# Title\nline\n\nnext para\n", encoding="utf-8")
+    rows = [{"text": "plain"}, "a bare string", {"title": "T", "content": "with title"}, {}]
+    (tmp_path / "c.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in rows[:3]) + "\n\n", encoding="utf-8"
+    )
+    assert parse_file(tmp_path / "a.txt") == ["one", "two"]
+    assert parse_file(tmp_path / "b.md") == ["# Title line", "next para"]
+    assert parse_file(tmp_path / "c.jsonl") == ["plain", "a bare string", "T. with title"]
+
+
+def test_file_errors_are_readable(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"nope": 1}\n', encoding="utf-8")
+    with pytest.raises(DocumentsError, match=r"bad\.jsonl, line 2: expected a string"):
+        parse_file(bad)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n", encoding="utf-8")
+    with pytest.raises(DocumentsError, match="line 1: not JSON"):
+        parse_file(broken)
+    pdf = tmp_path / "x.pdf"
+    pdf.write_bytes(b"%PDF")
+    with pytest.raises(DocumentsError, match=r"unsupported file type \.pdf"):
+        parse_file(pdf)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café".encode("latin-1"))
+    with pytest.raises(DocumentsError, match="not UTF-8"):
+        parse_file(latin)
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"word " * (MAX_UPLOAD_BYTES // 5 + 1))
+    with pytest.raises(DocumentsError, match=r"limited to 2\.0 MB"):
+        parse_file(big)
+
+
+def test_upload_plus_paste_share_the_document_limit(tmp_path: Path) -> None:
+    upload = tmp_path / "many.txt"
+    upload.write_text("\n".join(f"u{i}" for i in range(MAX_DOCUMENTS)), encoding="utf-8")
+    docs, source = user_documents("p1\np2", None, AUTO)
+    assert (docs, source) == (["p1", "p2"], "2 pasted")
+    with pytest.raises(DocumentsError, match="together"):
+        user_documents("p1", str(upload), LINES)
+
+
+# -- BM25 layer and cache ---------------------------------------------------------------------
+
+
+def test_corpus_key_depends_on_content_and_boundaries() -> None:
+    assert corpus_key(["a", "b"]) == corpus_key(("a", "b"))
+    assert corpus_key(["ab", "c"]) != corpus_key(["a", "bc"])
+    assert corpus_key(["a"]) != corpus_key(["a", ""])
+
+
+def test_index_is_built_once_per_corpus_content() -> None:
+    cache = IndexCache(size=2)
+    docs = ["the cat sat on the mat", "dogs chase cats", "a recipe for bread"]
+    first, built_ms = cache.get(docs)
+    again, cached_ms = cache.get(list(docs))  # equal content, another list object
+    assert again is first and built_ms is not None and cached_ms is None
+    assert cache.builds == 1
+    cache.get(["other corpus"])
+    cache.get(["third corpus"])  # evicts the least recently used: the first one
+    _, rebuilt_ms = cache.get(docs)
+    assert rebuilt_ms is not None and cache.builds == 4
+
+
+def test_bundled_english_corpus_bm25() -> None:
+    corpora = load_bundled()
+    docs = corpora["demo_en"].documents
+    assert len(docs) >= 400
+    index, _ = IndexCache().get(docs)
+    assert index.language == "en"
+    hits = index.search("how do python decorators work", 10)
+    assert "decorator" in hits[0].text.lower()
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_bundled_chinese_corpus_bm25_finds_entanglement() -> None:
+    docs = load_bundled()["demo_zh"].documents
+    assert len(docs) >= 300
+    index, _ = IndexCache().get(docs)
+    assert index.language == "zh"
+    hits = index.search("解释量子纠缠的基本原理", 5)
+    assert "量子纠缠" in hits[0].text
+    # jieba segments the query: a document sharing only 纠缠 still matches.
+    assert any("纠缠" in h.text and "量子" not in h.text for h in index.search("纠缠", 50))
+
+
+def test_examples_start_with_the_entanglement_list() -> None:
+    examples = load_examples_safe()
+    query, candidates = next(iter(examples.lists.values()))
+    assert query == "解释量子纠缠的基本原理" and len(candidates) >= 4
+    assert examples.queries["demo_en"] and examples.queries["demo_zh"]
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
+def test_highlight_marks_stems_and_chinese_terms_and_escapes_html() -> None:
+    html = highlight("Entangled <b>particles</b> & entanglement.", "particle entanglement", "en")
+    assert "<mark>Entangled</mark>" in html and "<mark>entanglement</mark>" in html
+    assert "&lt;b&gt;<mark>particles</mark>&lt;/b&gt; &amp;" in html
+    zh = highlight("量子纠缠是一种关联;纠缠不清。", "解释量子纠缠", "zh")
+    assert "<mark>量子纠缠</mark>" in zh and "<mark>纠缠</mark>不清" in zh
+
+
+def _ranked() -> list[Ranked]:
+    return [
+        Ranked(1, 0.9, 3, 5.0, 10, "third by bm25"),
+        Ranked(2, 0.5, 1, 9.0, 11, "first by bm25"),
+        Ranked(3, 0.1, 2, 7.0, 12, "second by bm25"),
+        Ranked(4, 0.0, 4, 1.0, 13, "unchanged"),
+    ]
+
+
+def test_results_table_columns_and_rank_change() -> None:
+    table = results_table(_ranked())
+    assert list(table.columns) == TABLE_COLUMNS
+    assert table["Change"].tolist() == ["▲ 2", "▼ 1", "▼ 1", "="]
+    assert table["BM25 rank"].tolist() == [3, 1, 2, 4]
+
+
+def test_comparison_figure_has_rank_and_score_panels() -> None:
+    from demo.pipeline import SearchOutcome
+
+    ranked = tuple(_ranked())
+    outcome = SearchOutcome("q", (), ranked, None, 1.0, None, 2.0, "en")
+    fig = comparison_figure(outcome, top_n=3)
+    slope, scatter = fig.axes
+    assert len(slope.lines) == 3  # one line per shown document
+    assert scatter.get_xlabel() == "BM25 score" and scatter.get_ylabel() == "rerank score"
+
+
+# -- backend choice ---------------------------------------------------------------------------
+
+
+def test_hub_probe_gives_up_quickly_on_a_closed_port() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert backend_mod.hub_reachable(f"http://127.0.0.1:{port}", timeout=0.5) is False
+
+
+def test_offline_auto_choice_is_minilm_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend_mod, "hub_reachable", lambda: False)
+    monkeypatch.setattr(backend_mod, "find_minilm", lambda python: "/models/minilm")
+    choice = backend_mod.choose_model("auto", "python")
+    assert choice.model == "/models/minilm" and choice.served_name == MINILM_NAME
+    assert "not reachable" in choice.reason
+    be = embedded_backend("http://127.0.0.1:1", choice, 42)
+    assert be.english_only and not be.takes_instruction and "pid 42" in be.origin
+    assert be.instruction_note.startswith("Disabled:")
+
+
+def test_online_with_gpu_picks_qwen3(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend_mod, "hub_reachable", lambda: True)
+    monkeypatch.setattr(backend_mod, "has_gpu", lambda: True)
+    choice = backend_mod.choose_model("auto", "python")
+    assert choice.model == backend_mod.QWEN3_MODEL and "GPU" in choice.reason
+    assert embedded_backend("http://x", choice, 1).takes_instruction
+
+
+def test_online_without_gpu_on_few_cores_stays_on_minilm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend_mod, "hub_reachable", lambda: True)
+    monkeypatch.setattr(backend_mod, "has_gpu", lambda: False)
+    monkeypatch.setattr(backend_mod.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(backend_mod, "find_minilm", lambda python: "/m")
+    choice = backend_mod.choose_model("auto", "python")
+    assert choice.served_name == MINILM_NAME and "--model qwen3" in choice.reason
+    assert backend_mod.choose_model("qwen3", "python").model == backend_mod.QWEN3_MODEL
+
+
+def test_find_minilm_in_the_vllm_venv() -> None:
+    python = backend_mod.vllm_python()
+    if not Path(python).exists():
+        pytest.fail(f"{python} missing: run tests/setup_vllm_env.sh")
+    assert (Path(backend_mod.find_minilm(python)) / "config.json").exists()
+
+
+# -- handlers against the real MiniLM server --------------------------------------------------
+
+
+def _minilm_backend(server: ServerHandle) -> Backend:
+    return describe_server(server.base_url)
+
+
+async def test_describe_server_recognises_minilm(minilm_server: ServerHandle) -> None:
+    be = _minilm_backend(minilm_server)
+    assert be.model == minilm_server.model_name
+    assert be.english_only and not be.takes_instruction
+
+
+@pytest.fixture(scope="module")
+def corpora() -> dict:
+    return load_bundled()
+
+
+@pytest.fixture(scope="module")
+def cache() -> IndexCache:
+    return IndexCache()
+
+
+async def test_search_handler_reranks_bm25_candidates(
+    minilm_server: ServerHandle, corpora: dict, cache: IndexCache
+) -> None:
+    async with AsyncRerankClient(base_url=minilm_server.base_url) as client:
+        handlers = Handlers(client, _minilm_backend(minilm_server), corpora, cache)
+        label = corpora["demo_en"].label
+        status, timings, table, figure, docs_html = await handlers.search(
+            label, "how do python decorators work", 20, 5, "ignored", "", None, AUTO
+        )
+        assert isinstance(table, pd.DataFrame) and len(table) == 5, status
+        assert table["Rank"].tolist() == [1, 2, 3, 4, 5]
+        scores = table["Score"].tolist()
+        assert scores == sorted(scores, reverse=True)
+        assert set(table["BM25 rank"]) <= set(range(1, 21))
+        assert "decorator" in table["Document"].iloc[0].lower()
+        assert "BM25" in timings and "Rerank" in timings and "Tokens" in timings
+        assert figure is not None and len(figure.axes) == 2
+        assert docs_html.count('class="rr-card"') == 5 and "<mark>" in docs_html
+        builds = cache.builds
+        await handlers.search(label, "what causes inflation", 10, 3, "", "", None, AUTO)
+        assert cache.builds == builds  # the corpus index is reused
+
+
+async def test_search_handler_over_pasted_documents(minilm_server: ServerHandle) -> None:
+    async with AsyncRerankClient(base_url=minilm_server.base_url) as client:
+        handlers = Handlers(client, _minilm_backend(minilm_server), {})
+        pasted = (
+            "json.load reads a JSON file in Python.\nThe csv module reads CSV files in Python.\n"
+            "Jackson parses JSON in Java.\nBake the bread for forty minutes."
+        )
+        _, _, table, _, _ = await handlers.search(
+            OWN_DOCS, "how do I read a JSON file in Python", 10, 10, "", pasted, None, AUTO
+        )
+        assert table["Document"].iloc[0].startswith("json.load")
+        assert "Bake" not in " ".join(table["Document"])  # BM25 never offered it
+        with pytest.warns(UserWarning, match="No documents yet"):
+            status, *_ = await handlers.search(OWN_DOCS, "query", 10, 10, "", "", None, AUTO)
+        assert "No documents yet" in status
+
+
+async def test_rerank_list_handler_orders_candidates(minilm_server: ServerHandle) -> None:
+    async with AsyncRerankClient(base_url=minilm_server.base_url) as client:
+        handlers = Handlers(client, _minilm_backend(minilm_server), {})
+        candidates = "Bake bread at 200 degrees.\njson.load reads a JSON file in Python.\n"
+        status, table = await handlers.rerank_list("read a JSON file in Python", candidates, "")
+        assert table["Input #"].tolist() == [2, 1], status
+        assert "Tokens" in status
+
+
+async def test_backend_down_gives_a_message_not_a_traceback(corpora: dict) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    be = Backend(url, "m", f"server at {url}", "test", False, True)
+    async with AsyncRerankClient(base_url=url, max_retries=0, model="m") as client:
+        handlers = Handlers(client, be, corpora)
+        with pytest.warns(UserWarning, match="cannot connect"):
+            status, _, table, figure, _ = await handlers.search(
+                corpora["demo_en"].label, "python decorators", 10, 5, "", "", None, AUTO
+            )
+        assert "The reranker failed" in status and url in status and "Traceback" not in status
+        assert table.empty and figure is None
+        with pytest.warns(UserWarning):
+            status, table = await handlers.rerank_list("q", "a\nb", "")
+        assert "cannot connect" in status and table.empty
+
+
+def test_instruction_is_dropped_for_models_without_one() -> None:
+    minilm = Backend("http://x", MINILM_NAME, "o", "r", False, True)
+    qwen = embedded_backend(
+        "http://x", ModelChoice("Qwen/Qwen3-Reranker-0.6B", "Qwen/Qwen3-Reranker-0.6B", "r"), 1
+    )
+    client = AsyncRerankClient(base_url="http://x")
+    assert Handlers(client, minilm, {})._instruction("be nice") is None
+    assert Handlers(client, qwen, {})._instruction("  be nice ") == "be nice"
+    assert Handlers(client, qwen, {})._instruction("  ") is None
+
+
+def test_module_level_demo_is_built_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradio as gr
+
+    import demo.app as app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("RERANK_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.delitem(vars(app), "demo", raising=False)
+    built = app.demo  # what `gradio demo/app.py` looks up
+    assert isinstance(built, gr.Blocks) and app.demo is built
+    with pytest.raises(AttributeError):
+        _ = app.no_such_thing
