@@ -17,10 +17,12 @@ quiet() { "$@" 2>&1 | { grep -v -e "is ignored: it is neither a file nor a direc
 bash tests/setup_vllm_env.sh > tests/artifacts/setup_vllm_env.log 2>&1 &
 vllm_setup=$!
 
-if ! command -v chromium > /dev/null; then
-    echo "run.sh: installing Debian's chromium for the browser tests"
+# Chromium for the demo's browser tests, and a CJK font so Chinese renders in its screenshots.
+if ! command -v chromium > /dev/null || [[ ! -d /usr/share/fonts/truetype/wqy ]]; then
+    echo "run.sh: installing Debian's chromium and fonts-wqy-zenhei for the browser tests"
     quiet apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq --no-install-recommends chromium
+    DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq --no-install-recommends \
+        chromium fonts-wqy-zenhei
 fi
 
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
