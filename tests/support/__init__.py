@@ -1,0 +1,1 @@
+"""Test support: the tiny model builder, reference scores and session servers (not shipped)."""

@@ -1,0 +1,121 @@
+"""Reference scores computed with transformers, to compare vLLM's /rerank and /score against.
+
+Test support, run with the vLLM venv's Python (same transformers as the server). Reads one JSON
+object on stdin, writes one on stdout:
+
+    {"model": DIR, "kind": "qwen3", "pairs": [[query, document], ...],
+     "format": "raw" | "official", "instruction": null}
+        -> {"scores": [...], "num_tokens": [...]}
+    qwen3: P(yes) = softmax([logit_no, logit_yes])[1] at the last position of the prompt.
+      "raw": the prompt is query + document (text concatenation, as vLLM does for an
+      LLM-as-reranker without a template); "official": this script wraps the raw pair in the
+      official Qwen3-Reranker prompt itself (its own copy of the recipe, independent of the
+      package under test).
+
+    {"model": DIR, "kind": "minilm", "pairs": [...], "max_length": 256}
+        -> {"scores": [...], "num_tokens": [...]}
+    minilm: cosine of mean-pooled token embeddings (sentence-transformers' recipe).
+
+    {"model": DIR, "kind": "tokens", "texts": [...]} -> {"ids": [[...]], "counts": [...]}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+# The official recipe (Qwen3-Reranker model card), kept separate from rerank_plugins.prompts
+# on purpose: the reference must not share a bug with the code it checks.
+PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
+    'and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+    "<|im_start|>user\n"
+)
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def official_prompt(query: str, document: str, instruction: str | None) -> str:
+    """The full official Qwen3-Reranker prompt for one pair."""
+    instr = instruction or DEFAULT_INSTRUCTION
+    return f"{PREFIX}<Instruct>: {instr}\n<Query>: {query}\n<Document>: {document}{SUFFIX}"
+
+
+def qwen3_scores(req: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(req["model"])
+    model = AutoModelForCausalLM.from_pretrained(req["model"], dtype=torch.float32).eval()
+    yes_id = tok.convert_tokens_to_ids("yes")
+    no_id = tok.convert_tokens_to_ids("no")
+    fmt = req.get("format", "raw")
+    scores: list[float] = []
+    counts: list[int] = []
+    for query, document in req["pairs"]:
+        if fmt == "official":
+            text = official_prompt(query, document, req.get("instruction"))
+        else:
+            text = query + document
+        ids = tok(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, -1].double()
+        pair = torch.stack([logits[no_id], logits[yes_id]])
+        scores.append(float(torch.softmax(pair, dim=0)[1]))
+        counts.append(int(ids.shape[1]))
+    return {"scores": scores, "num_tokens": counts}
+
+
+def minilm_scores(req: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(req["model"])
+    model = AutoModel.from_pretrained(req["model"], dtype=torch.float32).eval()
+    max_length = int(req.get("max_length", 256))
+
+    def embed(text: str) -> tuple[Any, int]:
+        enc = tok(text, return_tensors="pt", truncation=True, max_length=max_length)
+        with torch.no_grad():
+            hidden = model(**enc).last_hidden_state[0]
+        mask = enc["attention_mask"][0].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(0) / mask.sum()
+        return torch.nn.functional.normalize(pooled.double(), dim=0), int(enc["input_ids"].shape[1])
+
+    scores: list[float] = []
+    counts: list[int] = []
+    for query, document in req["pairs"]:
+        q, _ = embed(query)
+        d, n = embed(document)
+        scores.append(float(q @ d))
+        counts.append(n)
+    return {"scores": scores, "num_tokens": counts}
+
+
+def token_ids(req: dict[str, Any]) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(req["model"])
+    ids = [tok(text, add_special_tokens=False)["input_ids"] for text in req["texts"]]
+    return {"ids": ids, "counts": [len(i) for i in ids]}
+
+
+def main() -> int:
+    req = json.load(sys.stdin)
+    kind = req.get("kind")
+    if kind == "qwen3":
+        out = qwen3_scores(req)
+    elif kind == "minilm":
+        out = minilm_scores(req)
+    elif kind == "tokens":
+        out = token_ids(req)
+    else:
+        print(f"unknown kind {kind!r}", file=sys.stderr)
+        return 2
+    json.dump(out, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
