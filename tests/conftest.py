@@ -20,6 +20,7 @@ session unless that variable is set.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ from typing import Any
 import pytest
 from support import servers as support
 from support.servers import ServerHandle, ServerPool
+
+# The demo is not part of the package: its tests import it from the repo root. Appended, not
+# prepended, so that `rerank_plugins` still comes from the installed package under test.
+sys.path.append(str(support.REPO_ROOT))
 
 _POOL = ServerPool()
 _SKIPPED_INTEGRATION: list[str] = []
