@@ -32,6 +32,7 @@ from typing import IO, Literal, cast
 
 import httpx
 
+from rerank_plugins.config import PromptMode
 from rerank_plugins.errors import RerankError
 from rerank_plugins.prompts import is_qwen3_reranker
 
@@ -49,7 +50,6 @@ __all__ = [
     "template_path",
 ]
 
-PromptMode = Literal["auto", "server", "client", "raw"]
 Device = Literal["auto", "cpu", "gpu"]
 Family = Literal["auto", "qwen3-reranker", "generic"]
 
