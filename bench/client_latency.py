@@ -138,7 +138,7 @@ def main() -> None:
     lines += [
         "## Server start-up (to `/health` 200, warm cache) and memory",
         "",
-        "| model | start-up s | RSS MiB |",
+        "| model | start-up s | RSS MiB (API server + EngineCore) |",
         "|---|---|---|",
         *startup,
         "",
