@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 from rerank_plugins import datasets
@@ -14,7 +13,6 @@ logger = logging.getLogger("demo")
 
 # Dataset name -> label shown in the corpus picker.
 BUNDLED = {"demo_en": "English sample", "demo_zh": "中文 sample"}
-_ENDS_CJK = re.compile(r"[\u3400-\u9fff]$")
 
 
 @dataclass(frozen=True)
@@ -40,20 +38,12 @@ class Examples:
     """Name -> (query, candidates), the 量子纠缠 list first."""
 
 
-def _with_title(doc: datasets.Document) -> str:
-    # The title is part of what BM25 and the reranker judge, as a reader would.
-    if not doc.title:
-        return doc.text
-    stop = "。" if _ENDS_CJK.search(doc.title) else "."
-    return f"{doc.title}{stop} {doc.text}" if stop == "." else f"{doc.title}{stop}{doc.text}"
-
-
 def load_bundled() -> dict[str, Corpus]:
     """The bundled corpora, by dataset name (one that fails to load is skipped with a warning)."""
     corpora: dict[str, Corpus] = {}
     for name, label in BUNDLED.items():
         try:
-            docs = tuple(_with_title(d) for d in datasets.load_corpus(name))
+            docs = tuple(d.full_text for d in datasets.load_corpus(name))
         except (OSError, ValueError) as exc:  # a broken data file must not stop the demo
             logger.warning("bundled corpus %s not available: %s", name, exc)
             continue

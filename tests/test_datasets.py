@@ -93,3 +93,11 @@ def test_read_own_eval_set(tmp_path):
     (tmp_path / "qrels.tsv").write_text("qid\tdocid\tgrade\nq1\td9\t1\n")
     with pytest.raises(ValueError, match="d9"):
         read_eval_set(tmp_path)
+
+
+def test_full_text_joins_title_and_text_per_language():
+    from rerank_plugins.datasets import Document
+
+    assert Document("a", "Body.", "Title").full_text == "Title. Body."
+    assert Document("b", "正文。", "量子纠缠").full_text == "量子纠缠。正文。"
+    assert Document("c", "Body only.").full_text == "Body only."

@@ -6,6 +6,7 @@ Pure standard library (``importlib.resources`` + ``json``); the files ship as pa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -13,6 +14,8 @@ from importlib.resources.abc import Traversable
 from os import PathLike
 from pathlib import Path
 from typing import Any
+
+_ENDS_CJK = re.compile(r"[\u3400-\u9fff]$")
 
 __all__ = [
     "CORPORA",
@@ -40,6 +43,18 @@ class Document:
     id: str
     text: str
     title: str | None = None
+
+    @property
+    def full_text(self) -> str:
+        """Title and text as one passage, the way a reader (and BM25, and a reranker) sees it."""
+        if not self.title:
+            return self.text
+        # A Chinese title is closed with a full stop and no space, an English one with ". ".
+        return (
+            f"{self.title}。{self.text}"
+            if _ENDS_CJK.search(self.title)
+            else (f"{self.title}. {self.text}")
+        )
 
 
 @dataclass(frozen=True, slots=True)
