@@ -95,8 +95,3 @@ class ServerInfo:
     def supports_instruction(self) -> bool:
         """VLLM before 0.22 silently ignores the ``instruction`` field."""
         return self.version is None or self.version >= (0, 22)
-
-    @property
-    def supports_max_tokens_per_doc(self) -> bool:
-        """VLLM before 0.20 silently ignores ``max_tokens_per_doc``."""
-        return self.version is None or self.version >= (0, 20)
