@@ -93,5 +93,5 @@ class ServerInfo:
 
     @property
     def supports_instruction(self) -> bool:
-        """VLLM before 0.22 silently ignores the ``instruction`` field."""
+        """Whether ``instruction`` is read: vLLM before 0.22 silently ignores it."""
         return self.version is None or self.version >= (0, 22)
