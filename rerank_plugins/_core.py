@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from . import prompts
 from .config import RerankConfig
@@ -23,7 +23,10 @@ from .types import PreparedCall, RerankItem, RerankResult, ScoreResult, ServerIn
 __all__ = [
     "RETRY_STATUSES",
     "Batch",
+    "Endpoint",
     "PreparedCall",
+    "RerankEndpoint",
+    "ScoreEndpoint",
     "merge_rankings",
     "new_request_id",
     "parse_error_message",
@@ -425,3 +428,64 @@ def detokenized(url: str, text: str) -> str:
     if not isinstance(prompt, str):
         raise RerankResponseError(f"POST {url} returned no 'prompt' text: {text[:200]!r}")
     return prompt
+
+
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Endpoint(Protocol[R_co]):
+    """What differs between ``/rerank`` and ``/score``: the clients' call flow is the same."""
+
+    @property
+    def path(self) -> str: ...
+
+    def payload(self, model: str, call: PreparedCall, batch: Batch) -> dict[str, Any]: ...
+
+    def parse(self, url: str, body: str, batch: Batch, originals: Sequence[str]) -> Any: ...
+
+    def result(self, parts: Sequence[Any], model: str, request_id: str) -> R_co: ...
+
+    def empty(self, model: str, request_id: str) -> R_co: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RerankEndpoint:
+    """``/rerank`` (or ``/v1/rerank``, ``/v2/rerank``): a ranking cut to ``top_n``."""
+
+    path: str
+    top_n: int | None
+
+    def payload(self, model: str, call: PreparedCall, batch: Batch) -> dict[str, Any]:
+        return rerank_payload(model, call, batch, self.top_n)
+
+    def parse(
+        self, url: str, body: str, batch: Batch, originals: Sequence[str]
+    ) -> tuple[list[RerankItem], Usage, str | None]:
+        return parse_rerank_batch(url, body, batch, originals)
+
+    def result(self, parts: Sequence[Any], model: str, request_id: str) -> RerankResult:
+        return rerank_result(parts, self.top_n, model, request_id)
+
+    def empty(self, model: str, request_id: str) -> RerankResult:
+        return RerankResult((), model, Usage(), request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreEndpoint:
+    """``/score``: one score per document, in input order."""
+
+    path: str = "/score"
+
+    def payload(self, model: str, call: PreparedCall, batch: Batch) -> dict[str, Any]:
+        return score_payload(model, call, batch)
+
+    def parse(
+        self, url: str, body: str, batch: Batch, originals: Sequence[str]
+    ) -> tuple[list[float], Usage, str | None]:
+        return parse_score_batch(url, body, batch)
+
+    def result(self, parts: Sequence[Any], model: str, request_id: str) -> ScoreResult:
+        return score_result(parts, model, request_id)
+
+    def empty(self, model: str, request_id: str) -> ScoreResult:
+        return ScoreResult((), model, Usage(), request_id)

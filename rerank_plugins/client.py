@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from types import TracebackType
-from typing import Any, Self, TypedDict, Unpack
+from typing import Any, Self, TypedDict, TypeVar, Unpack
 
 import httpx
 
@@ -24,11 +24,13 @@ from .errors import (
     RerankInputError,
     RerankTimeoutError,
 )
-from .types import PreparedCall, RerankResult, ScoreResult, ServerInfo, Usage
+from .types import PreparedCall, RerankResult, ScoreResult, ServerInfo
 
 __all__ = ["AsyncRerankClient", "ClientOptions", "ProgressCallback", "RerankClient"]
 
 logger = logging.getLogger("rerank_plugins")
+
+R = TypeVar("R")
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``on_progress(done_batches, total_batches)`` each time a batch finishes."""
@@ -368,26 +370,9 @@ class AsyncRerankClient(_BaseClient):
         request_id: str | None = None,
     ) -> RerankResult:
         """Rank ``documents`` for ``query``, best first, cut to ``top_n`` (None: all)."""
-        docs = _core.check_input(query, documents)
         _core.check_top_n(top_n)
-        request_id = request_id or _core.new_request_id()
-        if not docs:
-            return RerankResult((), self.config.model or "", Usage(), request_id)
-        deadline_at = self._deadline_at()
-        info = await self.server_info()
-        model = self._model(info)
-        call = await self._prepare(info, query, docs, instruction)
-        batches = _core.plan_batches(call.documents, self.config.max_batch_size)
-        logger.debug("rerank %d documents in %d batches", len(docs), len(batches))
-        url = self._url(self.config.route)
-
-        async def send(batch: _core.Batch, batch_id: str) -> Any:
-            payload = _core.rerank_payload(model, call, batch, top_n)
-            body = await self._request("POST", self.config.route, payload, batch_id, deadline_at)
-            return _core.parse_rerank_batch(url, body, batch, docs)
-
-        parts = await self._run_batches(send, batches, request_id, on_progress)
-        return _core.rerank_result(parts, top_n, model, request_id)
+        endpoint = _core.RerankEndpoint(self.config.route, top_n)
+        return await self._call(endpoint, query, documents, instruction, on_progress, request_id)
 
     async def score(
         self,
@@ -399,24 +384,37 @@ class AsyncRerankClient(_BaseClient):
         request_id: str | None = None,
     ) -> ScoreResult:
         """Score each document against ``query``, in input order (vLLM's ``/score``)."""
+        endpoint = _core.ScoreEndpoint()
+        return await self._call(endpoint, query, documents, instruction, on_progress, request_id)
+
+    async def _call(
+        self,
+        endpoint: _core.Endpoint[R],
+        query: str,
+        documents: Sequence[str],
+        instruction: str | None,
+        on_progress: ProgressCallback | None,
+        request_id: str | None,
+    ) -> R:
         docs = _core.check_input(query, documents)
         request_id = request_id or _core.new_request_id()
         if not docs:
-            return ScoreResult((), self.config.model or "", Usage(), request_id)
+            return endpoint.empty(self.config.model or "", request_id)
         deadline_at = self._deadline_at()
         info = await self.server_info()
         model = self._model(info)
         call = await self._prepare(info, query, docs, instruction)
         batches = _core.plan_batches(call.documents, self.config.max_batch_size)
-        url = self._url("/score")
+        logger.debug("%s: %d documents in %d batches", endpoint.path, len(docs), len(batches))
+        url = self._url(endpoint.path)
 
         async def send(batch: _core.Batch, batch_id: str) -> Any:
-            payload = _core.score_payload(model, call, batch)
-            body = await self._request("POST", "/score", payload, batch_id, deadline_at)
-            return _core.parse_score_batch(url, body, batch)
+            payload = endpoint.payload(model, call, batch)
+            body = await self._request("POST", endpoint.path, payload, batch_id, deadline_at)
+            return endpoint.parse(url, body, batch, docs)
 
         parts = await self._run_batches(send, batches, request_id, on_progress)
-        return _core.score_result(parts, model, request_id)
+        return endpoint.result(parts, model, request_id)
 
 
 class RerankClient(_BaseClient):
@@ -608,25 +606,9 @@ class RerankClient(_BaseClient):
         request_id: str | None = None,
     ) -> RerankResult:
         """Rank ``documents`` for ``query``, best first, cut to ``top_n`` (None: all)."""
-        docs = _core.check_input(query, documents)
         _core.check_top_n(top_n)
-        request_id = request_id or _core.new_request_id()
-        if not docs:
-            return RerankResult((), self.config.model or "", Usage(), request_id)
-        deadline_at = self._deadline_at()
-        info = self.server_info()
-        model = self._model(info)
-        call = self._prepare(info, query, docs, instruction)
-        batches = _core.plan_batches(call.documents, self.config.max_batch_size)
-        url = self._url(self.config.route)
-
-        def send(batch: _core.Batch, batch_id: str) -> Any:
-            payload = _core.rerank_payload(model, call, batch, top_n)
-            body = self._request("POST", self.config.route, payload, batch_id, deadline_at)
-            return _core.parse_rerank_batch(url, body, batch, docs)
-
-        parts = self._run_batches(send, batches, request_id, on_progress)
-        return _core.rerank_result(parts, top_n, model, request_id)
+        endpoint = _core.RerankEndpoint(self.config.route, top_n)
+        return self._call(endpoint, query, documents, instruction, on_progress, request_id)
 
     def score(
         self,
@@ -638,21 +620,34 @@ class RerankClient(_BaseClient):
         request_id: str | None = None,
     ) -> ScoreResult:
         """Score each document against ``query``, in input order (vLLM's ``/score``)."""
+        endpoint = _core.ScoreEndpoint()
+        return self._call(endpoint, query, documents, instruction, on_progress, request_id)
+
+    def _call(
+        self,
+        endpoint: _core.Endpoint[R],
+        query: str,
+        documents: Sequence[str],
+        instruction: str | None,
+        on_progress: ProgressCallback | None,
+        request_id: str | None,
+    ) -> R:
         docs = _core.check_input(query, documents)
         request_id = request_id or _core.new_request_id()
         if not docs:
-            return ScoreResult((), self.config.model or "", Usage(), request_id)
+            return endpoint.empty(self.config.model or "", request_id)
         deadline_at = self._deadline_at()
         info = self.server_info()
         model = self._model(info)
         call = self._prepare(info, query, docs, instruction)
         batches = _core.plan_batches(call.documents, self.config.max_batch_size)
-        url = self._url("/score")
+        logger.debug("%s: %d documents in %d batches", endpoint.path, len(docs), len(batches))
+        url = self._url(endpoint.path)
 
         def send(batch: _core.Batch, batch_id: str) -> Any:
-            payload = _core.score_payload(model, call, batch)
-            body = self._request("POST", "/score", payload, batch_id, deadline_at)
-            return _core.parse_score_batch(url, body, batch)
+            payload = endpoint.payload(model, call, batch)
+            body = self._request("POST", endpoint.path, payload, batch_id, deadline_at)
+            return endpoint.parse(url, body, batch, docs)
 
         parts = self._run_batches(send, batches, request_id, on_progress)
-        return _core.score_result(parts, model, request_id)
+        return endpoint.result(parts, model, request_id)
