@@ -61,10 +61,10 @@ def effective_mode(config: RerankConfig, info: ServerInfo | None) -> str:
     """``auto`` resolved: client-side Qwen3 formatting for Qwen3-Reranker models, else raw."""
     if config.prompt_mode != "auto":
         return config.prompt_mode
-    names = [config.model or ""]
-    if info is not None:
-        names += [info.model, info.model_root or ""]
-    return "client" if any(prompts.is_qwen3_reranker(n) for n in names) else "raw"
+    qwen3 = prompts.is_qwen3_reranker(config.model or "") or (
+        info is not None and info.is_qwen3_reranker
+    )
+    return "client" if qwen3 else "raw"
 
 
 def check_input(query: object, documents: object) -> list[str]:
