@@ -1,38 +1,41 @@
-"""The sans-I/O core shared by both clients: plan, build, parse, merge and retry decisions.
+"""The sans-I/O core shared by both clients: check, plan, build, parse, merge, retry.
 
-Nothing here touches a socket or a clock; ``client.py`` moves the bytes and sleeps.
+Nothing here touches a socket or a clock; ``_engine.py`` moves the bytes and sleeps.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import math
 import random
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from . import prompts
+from ._parse import finite_score, json_object, optional_str, strict_index, usage_tokens
 from .config import RerankConfig
 from .errors import RerankInputError, RerankResponseError, RerankStatusError
-from .types import PreparedCall, RerankItem, RerankResult, ScoreResult, ServerInfo, Usage
+from .types import PreparedCall, RerankItem, RerankResult, ScoreResult, Usage
 
 __all__ = [
     "RETRY_STATUSES",
     "Batch",
     "Endpoint",
-    "PreparedCall",
+    "ModelEntry",
     "RerankEndpoint",
     "ScoreEndpoint",
+    "check_input",
+    "check_top_n",
     "merge_rankings",
     "new_request_id",
     "parse_error_message",
-    "parse_rerank_batch",
-    "parse_score_batch",
-    "parse_server_info",
+    "parse_models",
+    "parse_version",
     "plan_batches",
     "prepare_call",
     "retry_delay",
@@ -57,23 +60,35 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def effective_mode(config: RerankConfig, info: ServerInfo | None) -> str:
-    """``auto`` resolved: client-side Qwen3 formatting for Qwen3-Reranker models, else raw."""
-    if config.prompt_mode != "auto":
-        return config.prompt_mode
-    qwen3 = prompts.is_qwen3_reranker(config.model or "") or (
-        info is not None and info.is_qwen3_reranker
-    )
-    return "client" if qwen3 else "raw"
+def _check_text(where: str, text: str) -> None:
+    # A lone surrogate cannot be encoded as UTF-8, so it could never be sent.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RerankInputError(
+            f"{where} holds a lone surrogate {text[exc.start]!r} at character {exc.start}: "
+            "it is not valid Unicode text and cannot be sent"
+        ) from None
 
 
-def check_input(query: object, documents: object) -> list[str]:
-    """Validate the caller's input and return the documents as a list (never mutated)."""
+def check_input(query: object, documents: object, instruction: object = None) -> list[str]:
+    """Validate the caller's input and return the documents as a new list (never mutated)."""
     if not isinstance(query, str):
         raise RerankInputError(f"query must be a str, got {type(query).__name__}")
     if not query.strip():
         raise RerankInputError("query is empty")
-    if isinstance(documents, str | bytes) or not isinstance(documents, Iterable):
+    _check_text("query", query)
+    if instruction is not None:
+        if not isinstance(instruction, str):
+            raise RerankInputError(
+                f"instruction must be a str or None, got {type(instruction).__name__}"
+            )
+        _check_text("instruction", instruction)
+    # A mapping would be ranked by its keys and a set in no stable order: neither has the
+    # positions a ranking refers to.
+    if isinstance(documents, str | bytes | bytearray | Mapping | Set) or not isinstance(
+        documents, Iterable
+    ):
         raise RerankInputError(
             f"documents must be a sequence of str, got {type(documents).__name__}"
         )
@@ -81,7 +96,14 @@ def check_input(query: object, documents: object) -> list[str]:
     for position, doc in enumerate(docs):
         if not isinstance(doc, str):
             raise RerankInputError(f"documents[{position}] must be a str, got {type(doc).__name__}")
+        _check_text(f"documents[{position}]", doc)
     return docs
+
+
+def check_top_n(top_n: object) -> None:
+    """``top_n`` is None (all) or a positive count."""
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise RerankInputError(f"top_n must be None or a positive int, got {top_n!r:.60}")
 
 
 def prepare_call(
@@ -89,7 +111,7 @@ def prepare_call(
     query: str,
     documents: Sequence[str],
     instruction: str | None,
-    info: ServerInfo | None,
+    reads_instruction: bool,
 ) -> PreparedCall:
     """Apply the prompt mode: what text goes on the wire for this query and these documents."""
     if mode == "client":
@@ -112,21 +134,23 @@ def prepare_call(
             query=prompts.format_query(query, instruction),
             documents=tuple(prompts.format_document(d) for d in documents),
             instruction=None,
+            mode=mode,
         )
     if mode == "server":
-        if instruction and info is not None and not info.supports_instruction:
+        if instruction and not reads_instruction:
             raise RerankInputError(
                 "this vLLM server ignores the 'instruction' field (needs vLLM >= 0.22); "
                 "use prompt_mode='client' with a server started without a chat template"
             )
-        return PreparedCall(query, tuple(documents), instruction or prompts.DEFAULT_INSTRUCTION)
+        # Without an instruction the server's template uses its own default.
+        return PreparedCall(query, tuple(documents), instruction or None, mode)
     if instruction:
         # Dropping it silently would let a caller believe the ranking followed it.
         raise RerankInputError(
             "an instruction was given, but prompt_mode is 'raw' (this model takes none); "
             "instructions are for Qwen3-Reranker in prompt_mode 'client' or 'server'"
         )
-    return PreparedCall(query, tuple(documents), None)
+    return PreparedCall(query, tuple(documents), None, mode)
 
 
 def plan_batches(documents: Sequence[str], max_batch_size: int | None) -> list[Batch]:
@@ -141,7 +165,7 @@ def plan_batches(documents: Sequence[str], max_batch_size: int | None) -> list[B
 def rerank_payload(
     model: str, call: PreparedCall, batch: Batch, top_n: int | None
 ) -> dict[str, Any]:
-    """The JSON body of one ``/rerank`` request.
+    """The JSON body of one rerank request.
 
     Each batch returns its own best ``top_n``: the global best ``top_n`` are among them.
     ``top_n`` is never sent as null (vLLM answers 400); 0 means all.
@@ -169,72 +193,66 @@ def score_payload(model: str, call: PreparedCall, batch: Batch) -> dict[str, Any
     return payload
 
 
-def _usage(body: Mapping[str, Any]) -> Usage:
-    usage = body.get("usage") or {}
-    if not isinstance(usage, Mapping):
-        return Usage()
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("total_tokens") or 0))
+def encode_json(payload: Mapping[str, Any]) -> bytes:
+    """The request body: UTF-8 JSON (input was checked to be encodable)."""
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def _json_object(url: str, text: str) -> dict[str, Any]:
-    try:
-        body = json.loads(text)
-    except ValueError as exc:
-        raise RerankResponseError(
-            f"POST {url} returned a body that is not JSON: {text[:200]!r}"
-        ) from exc
-    if not isinstance(body, dict):
-        raise RerankResponseError(f"POST {url} returned JSON that is not an object: {text[:200]!r}")
-    return body
+def _usage(url: str, body: Mapping[str, Any]) -> Usage:
+    tokens = usage_tokens(url, body)
+    return Usage() if tokens is None else Usage(*tokens)
+
+
+def _entries(url: str, body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    entries = body.get(key)
+    if not isinstance(entries, list):
+        raise RerankResponseError(f"{url} returned no '{key}' list: {entries!r:.100}")
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise RerankResponseError(f"{url} returned {key}[{position}] = {entry!r:.60}")
+    return entries
 
 
 def parse_rerank_batch(
-    url: str, text: str, batch: Batch, originals: Sequence[str]
+    url: str, text: str, batch: Batch, originals: Sequence[str], top_n: int | None
 ) -> tuple[list[RerankItem], Usage, str | None]:
     """Items of one batch, mapped by ``index`` (the echoed text may carry the template)."""
-    body = _json_object(url, text)
-    results = body.get("results")
-    if not isinstance(results, list):
-        raise RerankResponseError(f"POST {url} returned no 'results' list: {text[:200]!r}")
+    body = json_object(url, text)
+    results = _entries(url, body, "results")
+    expected = min(top_n, len(batch.texts)) if top_n else len(batch.texts)
+    if len(results) != expected:
+        raise RerankResponseError(
+            f"{url} returned {len(results)} results for {len(batch.texts)} documents "
+            f"(expected {expected})"
+        )
     items = []
     seen: set[int] = set()
-    for result in results:
-        try:
-            local = int(result["index"])
-            score = float(result["relevance_score"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RerankResponseError(
-                f"POST {url} returned a result without a valid index and relevance_score: "
-                f"{result!r}"
-            ) from exc
-        if not 0 <= local < len(batch.texts) or local in seen:
-            raise RerankResponseError(
-                f"POST {url} returned index {local} for a batch of {len(batch.texts)} documents"
-            )
-        seen.add(local)
+    for position, result in enumerate(results):
+        local = strict_index(
+            url, f"results[{position}].index", result.get("index"), len(batch.texts), seen
+        )
+        score = finite_score(
+            url, f"results[{position}].relevance_score", result.get("relevance_score")
+        )
         index = batch.start + local
         items.append(RerankItem(index=index, score=score, document=originals[index]))
-    model = body.get("model")
-    return items, _usage(body), model if isinstance(model, str) else None
+    return items, _usage(url, body), optional_str(url, body, "model")
 
 
 def parse_score_batch(url: str, text: str, batch: Batch) -> tuple[list[float], Usage, str | None]:
     """Scores of one ``/score`` batch in input order."""
-    body = _json_object(url, text)
-    data = body.get("data")
-    if not isinstance(data, list) or len(data) != len(batch.texts):
+    body = json_object(url, text)
+    data = _entries(url, body, "data")
+    if len(data) != len(batch.texts):
         raise RerankResponseError(
-            f"POST {url} returned {len(data) if isinstance(data, list) else 'no'} scores "
-            f"for {len(batch.texts)} documents"
+            f"{url} returned {len(data)} scores for {len(batch.texts)} documents"
         )
     scores = [0.0] * len(batch.texts)
-    try:
-        for entry in data:
-            scores[int(entry["index"])] = float(entry["score"])
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise RerankResponseError(f"POST {url} returned a malformed score: {data!r:.200}") from exc
-    model = body.get("model")
-    return scores, _usage(body), model if isinstance(model, str) else None
+    seen: set[int] = set()
+    for position, entry in enumerate(data):
+        index = strict_index(url, f"data[{position}].index", entry.get("index"), len(data), seen)
+        scores[index] = finite_score(url, f"data[{position}].score", entry.get("score"))
+    return scores, _usage(url, body), optional_str(url, body, "model")
 
 
 def merge_rankings(parts: Iterable[list[RerankItem]], top_n: int | None) -> tuple[RerankItem, ...]:
@@ -243,56 +261,52 @@ def merge_rankings(parts: Iterable[list[RerankItem]], top_n: int | None) -> tupl
     return tuple(merged[:top_n] if top_n else merged)
 
 
-def rerank_result(
-    parts: Sequence[tuple[list[RerankItem], Usage, str | None]],
-    top_n: int | None,
-    model: str,
-    request_id: str,
-) -> RerankResult:
-    """Merge the parsed batches of one call into its result."""
-    usage = sum((p[1] for p in parts), Usage())
-    served = next((p[2] for p in parts if p[2]), model)
-    return RerankResult(merge_rankings((p[0] for p in parts), top_n), served, usage, request_id)
-
-
-def score_result(
-    parts: Sequence[tuple[list[float], Usage, str | None]], model: str, request_id: str
-) -> ScoreResult:
-    """Concatenate the parsed batches of one ``/score`` call, in input order."""
-    scores = tuple(s for p in parts for s in p[0])
-    usage = sum((p[1] for p in parts), Usage())
-    served = next((p[2] for p in parts if p[2]), model)
-    return ScoreResult(scores, served, usage, request_id)
-
-
 def parse_error_message(text: str) -> str:
     """The server's own message from either vLLM error shape (0.10.2+ nested, 0.9 flat)."""
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text.strip()[:500] or "(empty body)"
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and "message" in error:
-            return str(error["message"])
+            return str(error["message"])[:500]
         if isinstance(error, str):
-            return error
+            return error[:500]
         if "message" in body:
-            return str(body["message"])
+            return str(body["message"])[:500]
         if "detail" in body:
-            return str(body["detail"])
+            return str(body["detail"])[:500]
     return text.strip()[:500]
 
 
-def status_error(url: str, status_code: int, text: str) -> RerankStatusError:
+def status_error(method: str, url: str, status_code: int, text: str) -> RerankStatusError:
     """The typed error for a non-2xx answer, carrying the server's own message."""
     message = parse_error_message(text)
     return RerankStatusError(
-        f"POST {url} returned {status_code}: {message}",
+        f"{method} {url} returned {status_code}: {message}",
         url=url,
         status_code=status_code,
         server_message=message,
     )
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None  # "soon" and other garbage: fall back to our own backoff
+        if parsed is None or parsed.tzinfo is None:
+            return None
+        wall = time.time() if now is None else now
+        seconds = parsed.timestamp() - wall
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def retry_delay(
@@ -300,60 +314,14 @@ def retry_delay(
 ) -> float:
     """Seconds to wait before retry number ``attempt`` (1-based).
 
-    A server's ``Retry-After`` (seconds or an HTTP date) wins; otherwise exponential backoff
-    with full jitter, so that many clients retrying together do not arrive together.
+    A server's ``Retry-After`` (seconds or an HTTP date) wins, capped; otherwise exponential
+    backoff with full jitter, so that many clients retrying together do not arrive together.
     """
-    if retry_after:
-        try:
-            return max(0.0, min(float(retry_after), config.retry_backoff_max * 4))
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(retry_after) if retry_after else None
-            if parsed is not None:
-                wall = time.time() if now is None else now
-                return max(0.0, min(parsed.timestamp() - wall, config.retry_backoff_max * 4))
+    asked = parse_retry_after(retry_after, now=now)
+    if asked is not None:
+        return min(asked, config.retry_backoff_max * 4)
     ceiling = min(config.retry_backoff * 2 ** (attempt - 1), config.retry_backoff_max)
     return random.uniform(ceiling / 2, ceiling)
-
-
-_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
-
-
-def parse_version(text: str) -> tuple[int, ...] | None:
-    """``"0.32.0+cpu"`` -> ``(0, 32, 0)``; None when unreadable."""
-    match = _VERSION.search(text)
-    return tuple(int(g) for g in match.groups() if g is not None) if match else None
-
-
-def parse_server_info(
-    version_text: str | None, models_text: str | None, wanted_model: str | None
-) -> ServerInfo:
-    """What ``/version`` and ``/v1/models`` say; missing or odd bodies leave fields unknown."""
-    version = None
-    if version_text:
-        try:
-            version = parse_version(str(json.loads(version_text).get("version", "")))
-        except (ValueError, AttributeError):
-            version = None
-    model, root, max_len = wanted_model or "", None, None
-    if models_text:
-        try:
-            entries = json.loads(models_text).get("data") or []
-        except (ValueError, AttributeError):
-            entries = []
-        chosen = next(
-            (e for e in entries if isinstance(e, dict) and e.get("id") == wanted_model),
-            entries[0] if entries and isinstance(entries[0], dict) and not wanted_model else None,
-        )
-        if chosen:
-            model = str(chosen.get("id") or model)
-            root = chosen.get("root")
-            max_len = chosen.get("max_model_len")
-    return ServerInfo(
-        version=version,
-        model=model,
-        model_root=str(root) if root else None,
-        max_model_len=int(max_len) if isinstance(max_len, int) else None,
-    )
 
 
 def next_retry_delay(
@@ -372,69 +340,101 @@ def next_retry_delay(
     return delay
 
 
-def request_timeout(config: RerankConfig, deadline_at: float | None, now: float) -> float:
-    """The per-request timeout: the configured one, shortened to what the deadline leaves."""
-    if deadline_at is None:
-        return config.timeout
-    return max(0.0, min(config.timeout, deadline_at - now))
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
 
-# A tokenizer token covers at least one UTF-8 byte (byte-level BPE) or one character
-# (WordPiece, SentencePiece), so a text with no more bytes than the budget cannot exceed it
-# and needs no /tokenize round trip.
-def may_exceed(text: str, budget: int) -> bool:
-    """Whether ``text`` might hold more than ``budget`` tokens."""
-    return len(text.encode("utf-8")) > budget
+def parse_version(url: str, text: str) -> tuple[int, ...] | None:
+    """``{"version": "0.32.0+cpu"}`` -> ``(0, 32, 0)``; None when it names no version."""
+    version = json_object(url, text).get("version")
+    if not isinstance(version, str):
+        raise RerankResponseError(f"{url} returned 'version' = {version!r:.60}, not a string")
+    match = _VERSION.search(version)
+    return tuple(int(g) for g in match.groups() if g is not None) if match else None
 
 
-# Room for the separator and end tokens a server adds between a query and a document.
-TRUNCATION_MARGIN = 4
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One entry of ``/v1/models``: what the client uses of it."""
+
+    id: str
+    root: str | None
+    max_model_len: int | None
 
 
-def document_budget(max_model_len: int, overhead_tokens: int) -> int:
-    """Tokens left for one document once the query side and the template take theirs."""
-    return max_model_len - overhead_tokens - TRUNCATION_MARGIN
-
-
-def overhead_text(mode: str, query: str, instruction: str | None) -> tuple[str, str]:
-    """The text around a document in the scored prompt: (before it, after it)."""
-    if mode in ("client", "server"):
-        return prompts.format_query(query, instruction) + "<Document>: ", prompts.QWEN3_SUFFIX
-    return query, ""
-
-
-def check_top_n(top_n: int | None) -> None:
-    """``top_n`` is None (all) or a positive count."""
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-        raise RerankInputError(f"top_n must be None or a positive int, got {top_n!r}")
-
-
-def token_count(url: str, text: str) -> int:
-    """The ``count`` of a ``/tokenize`` answer."""
-    return len(tokens_of(url, text))
+def parse_models(url: str, text: str, wanted: str | None) -> ModelEntry | None:
+    """The entry of ``wanted`` (else the first entry) in a ``/v1/models`` answer."""
+    entries = _entries(url, json_object(url, text), "data")
+    chosen: ModelEntry | None = None
+    for position, entry in enumerate(entries):
+        model_id = entry.get("id")
+        if not isinstance(model_id, str):
+            raise RerankResponseError(f"{url} returned data[{position}].id = {model_id!r:.60}")
+        max_len = entry.get("max_model_len")
+        if max_len is not None and (
+            isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1
+        ):
+            raise RerankResponseError(
+                f"{url} returned data[{position}].max_model_len = {max_len!r:.60}"
+            )
+        root = entry.get("root")
+        current = ModelEntry(model_id, root if isinstance(root, str) else None, max_len)
+        if model_id == wanted or (chosen is None and not wanted):
+            chosen = current
+    return chosen
 
 
 def tokens_of(url: str, text: str) -> list[int]:
     """The token ids of a ``/tokenize`` answer."""
-    tokens = _json_object(url, text).get("tokens")
-    if not isinstance(tokens, list):
-        raise RerankResponseError(f"POST {url} returned no 'tokens' list: {text[:200]!r}")
-    return [int(t) for t in tokens]
+    tokens = json_object(url, text).get("tokens")
+    if not isinstance(tokens, list) or not all(
+        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens
+    ):
+        raise RerankResponseError(f"{url} returned 'tokens' = {tokens!r:.80}, not token ids")
+    return tokens
 
 
 def detokenized(url: str, text: str) -> str:
     """The text of a ``/detokenize`` answer."""
-    prompt = _json_object(url, text).get("prompt")
+    prompt = json_object(url, text).get("prompt")
     if not isinstance(prompt, str):
-        raise RerankResponseError(f"POST {url} returned no 'prompt' text: {text[:200]!r}")
+        raise RerankResponseError(f"{url} returned 'prompt' = {prompt!r:.60}, not text")
     return prompt
+
+
+# Room for tokens that merge or split differently where the query side meets a document.
+TRUNCATION_MARGIN = 4
+# What the server adds to a pair when it reported nothing: generous for special tokens.
+UNKNOWN_ADDED_TOKENS = 8
+
+
+def pair_sides(mode: str, query: str, instruction: str | None) -> tuple[str, str]:
+    """Text on the query side of a pair and around each document, beyond what the server adds.
+
+    In server mode the template's own text (with its default instruction) is in the server's
+    measured added tokens; a custom instruction is counted on top of it, which over-counts by
+    the default instruction's length and so only ever leaves more room than needed.
+    """
+    if mode == "client":
+        return prompts.format_query(query, instruction), prompts.format_document("")
+    if mode == "server":
+        return query + (instruction or ""), ""
+    return query, ""
+
+
+def utf8_len(text: str) -> int:
+    """Bytes of ``text`` in UTF-8: an upper bound of its tokens for every tokenizer vLLM uses.
+
+    A token covers at least one byte (byte-level BPE) or one character (WordPiece,
+    SentencePiece), so a text with no more bytes than a budget cannot exceed it.
+    """
+    return len(text.encode("utf-8"))
 
 
 R_co = TypeVar("R_co", covariant=True)
 
 
 class Endpoint(Protocol[R_co]):
-    """What differs between ``/rerank`` and ``/score``: the clients' call flow is the same."""
+    """What differs between rerank and score: the clients' call flow is the same."""
 
     @property
     def path(self) -> str: ...
@@ -448,9 +448,14 @@ class Endpoint(Protocol[R_co]):
     def empty(self, model: str, request_id: str) -> R_co: ...
 
 
+def _served(parts: Sequence[tuple[Any, Usage, str | None]], model: str) -> tuple[Usage, str]:
+    usage = sum((p[1] for p in parts), Usage())
+    return usage, next((p[2] for p in parts if p[2]), model)
+
+
 @dataclass(frozen=True, slots=True)
 class RerankEndpoint:
-    """``/rerank`` (or ``/v1/rerank``, ``/v2/rerank``): a ranking cut to ``top_n``."""
+    """A rerank route (``/v2/rerank``, ``/rerank``, ``/v1/rerank``): a ranking cut to ``top_n``."""
 
     path: str
     top_n: int | None
@@ -461,10 +466,12 @@ class RerankEndpoint:
     def parse(
         self, url: str, body: str, batch: Batch, originals: Sequence[str]
     ) -> tuple[list[RerankItem], Usage, str | None]:
-        return parse_rerank_batch(url, body, batch, originals)
+        return parse_rerank_batch(url, body, batch, originals, self.top_n)
 
     def result(self, parts: Sequence[Any], model: str, request_id: str) -> RerankResult:
-        return rerank_result(parts, self.top_n, model, request_id)
+        usage, served = _served(parts, model)
+        items = merge_rankings((p[0] for p in parts), self.top_n)
+        return RerankResult(items, served, usage, request_id)
 
     def empty(self, model: str, request_id: str) -> RerankResult:
         return RerankResult((), model, Usage(), request_id)
@@ -485,7 +492,8 @@ class ScoreEndpoint:
         return parse_score_batch(url, body, batch)
 
     def result(self, parts: Sequence[Any], model: str, request_id: str) -> ScoreResult:
-        return score_result(parts, model, request_id)
+        usage, served = _served(parts, model)
+        return ScoreResult(tuple(s for p in parts for s in p[0]), served, usage, request_id)
 
     def empty(self, model: str, request_id: str) -> ScoreResult:
         return ScoreResult((), model, Usage(), request_id)

@@ -13,6 +13,7 @@ argument           environment variable   default
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, cast
 
@@ -21,7 +22,12 @@ from .errors import RerankConfigError
 __all__ = ["ROUTES", "PromptMode", "RerankConfig"]
 
 PromptMode = Literal["auto", "server", "client", "raw"]
-ROUTES = ("/rerank", "/v1/rerank", "/v2/rerank")
+# /v2/rerank first: it works on vLLM directly, passes vllm-router and LiteLLM unchanged, and
+# vLLM's own --api-key check guards it (it guards nothing outside /v1 and /v2).
+ROUTES = ("/v2/rerank", "/rerank", "/v1/rerank")
+SCORE_ROUTES = ("/score", "/v1/score")
+Verify = bool | str | ssl.SSLContext
+Cert = str | tuple[str, str]
 _PROMPT_MODES = ("auto", "server", "client", "raw")
 
 
@@ -29,20 +35,28 @@ _PROMPT_MODES = ("auto", "server", "client", "raw")
 class RerankConfig:
     """Everything a client needs to talk to one vLLM server; immutable and picklable.
 
-    ``prompt_mode`` says who applies Qwen3-Reranker's prompt: ``"server"`` (vLLM was started
-    with this package's chat template; the client sends ``instruction``), ``"client"`` (the
-    client wraps query and documents in the official prompt), ``"raw"`` (text is sent as is:
-    every other model). ``"auto"`` is ``"client"`` for a Qwen3-Reranker model name, else
-    ``"raw"``, which matches a server started by ``rerank-serve`` with its defaults.
+    ``prompt_mode`` says who applies a reranker's prompt: ``"server"`` (the server applies
+    its template; the client sends plain text and ``instruction``), ``"client"`` (the client
+    wraps query and documents in Qwen3-Reranker's official prompt, for a server without a
+    template), ``"raw"`` (text is sent as is to a server without a template: models that need
+    no prompt). ``"auto"`` asks the server once which it does and picks accordingly; an
+    explicit mode that contradicts the server raises :class:`RerankConfigError`.
 
     ``max_batch_size=None`` sends each call as one request (listwise models, whose scores
-    depend on the whole list). ``deadline`` bounds a whole call, retries included.
+    depend on the whole list). ``timeout`` bounds one HTTP request from send to the last
+    byte; ``deadline`` bounds everything one call does (server reads, tokenizing, every
+    batch, retries and waits). ``max_concurrency`` is the requests one call keeps in flight;
+    ``max_connections`` bounds the connections of the whole client, across callers.
+    ``verify`` is True, False, a CA bundle path or an ``ssl.SSLContext``; ``cert`` a client
+    certificate (a PEM path holding the key, or a ``(cert, key)`` pair of paths).
+    ``score_route`` None is ``/v1/score`` with an API key (vLLM guards it), else ``/score``.
     """
 
     base_url: str
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    route: str = "/rerank"
+    route: str = "/v2/rerank"
+    score_route: str | None = None
     prompt_mode: PromptMode = "auto"
     instruction: str | None = None
     max_batch_size: int | None = 64
@@ -53,6 +67,11 @@ class RerankConfig:
     retry_backoff: float = 0.5
     retry_backoff_max: float = 8.0
     truncate: bool = True
+    max_connections: int = 16
+    verify: Verify = field(default=True, compare=False)
+    cert: Cert | None = None
+    proxy: str | None = field(default=None, repr=False)
+    trust_env: bool = True
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -62,17 +81,29 @@ class RerankConfig:
             )
         if self.route not in ROUTES:
             raise RerankConfigError(f"route must be one of {ROUTES}, got {self.route!r}")
+        if self.score_route is not None and self.score_route not in SCORE_ROUTES:
+            raise RerankConfigError(
+                f"score_route must be one of {SCORE_ROUTES} or None, got {self.score_route!r}"
+            )
+        if not isinstance(self.verify, bool | str | ssl.SSLContext):
+            raise RerankConfigError(
+                "verify must be True, False, a CA bundle path or an ssl.SSLContext, "
+                f"got {type(self.verify).__name__}"
+            )
         if self.prompt_mode not in _PROMPT_MODES:
             raise RerankConfigError(
                 f"prompt_mode must be one of {_PROMPT_MODES}, got {self.prompt_mode!r} "
                 "(argument prompt_mode or env RERANK_PROMPT_MODE)"
             )
         _check_positive("max_concurrency", self.max_concurrency)
+        _check_positive("max_connections", self.max_connections)
         _check_positive("timeout", self.timeout)
         if self.max_batch_size is not None:
             _check_positive("max_batch_size", self.max_batch_size)
         if self.deadline is not None:
             _check_positive("deadline", self.deadline)
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise RerankConfigError(f"max_retries must be an int, got {self.max_retries!r:.60}")
         if self.max_retries < 0:
             raise RerankConfigError(f"max_retries must be >= 0, got {self.max_retries!r}")
 
@@ -106,11 +137,19 @@ class RerankConfig:
             **options,
         )
 
+    @property
+    def score_path(self) -> str:
+        """The route ``score()`` posts to."""
+        if self.score_route is not None:
+            return self.score_route
+        return "/v1/score" if self.api_key else "/score"
+
     def replace(self, **changes: Any) -> RerankConfig:
         """A copy with some settings changed."""
         return replace(self, **changes)
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise RerankConfigError(f"{name} must be > 0, got {value!r}")
+def _check_positive(name: str, value: object) -> None:
+    # NaN fails "> 0" too; bools are ints to Python but never a meaningful setting here.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise RerankConfigError(f"{name} must be a number > 0, got {value!r:.60}")

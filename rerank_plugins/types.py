@@ -30,6 +30,7 @@ class PreparedCall:
     query: str
     documents: tuple[str, ...]
     instruction: str | None  # sent as the ``instruction`` field (server mode), else None
+    mode: str = "raw"  # the prompt mode applied: "server", "client" or "raw"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +80,24 @@ class ScoreResult:
 
 @dataclass(frozen=True, slots=True)
 class ServerInfo:
-    """What the client learnt about the server once, and the features it chose from that."""
+    """What the client learnt about the server once, and what it chose from that.
+
+    ``formats_prompt`` is True when the server applies a prompt template itself, False when
+    it scores the text as sent, None when it gave no signal; ``added_tokens`` is what the
+    server adds to every pair (template and special tokens), measured by the probe.
+    ``prompt_mode`` is the mode the client uses and ``prompt_detection`` says why.
+    ``auth_enforced`` is False when the route answered a probe without the API key.
+    """
 
     version: tuple[int, ...] | None
     model: str
     model_root: str | None
     max_model_len: int | None
+    formats_prompt: bool | None = None
+    added_tokens: int | None = None
+    prompt_mode: str | None = None
+    prompt_detection: str = "not probed"
+    auth_enforced: bool | None = None
 
     @property
     def is_qwen3_reranker(self) -> bool:

@@ -1,0 +1,583 @@
+"""The one implementation of a call, run on a client's private I/O loop.
+
+``AsyncRerankClient`` and ``RerankClient`` are facades over an :class:`Engine`: the async
+client awaits it from the caller's loop, the sync twin blocks on it from the caller's thread.
+Everything a call does (server reads, the prompt probe, tokenizing, every batch, retries and
+their waits) runs inside one ``asyncio.timeout``, so ``deadline`` is a total time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import ssl
+import weakref
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import httpx
+
+from . import _core, _detect, prompts
+from ._loop import IOLoop
+from ._parse import json_object, usage_tokens
+from .config import RerankConfig
+from .errors import (
+    RerankConfigError,
+    RerankConnectionError,
+    RerankError,
+    RerankInputError,
+    RerankStatusError,
+    RerankTimeoutError,
+)
+from .types import PreparedCall, ServerInfo
+
+__all__ = ["Engine", "ProgressCallback"]
+
+logger = logging.getLogger("rerank_plugins")
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+ProgressCallback = Callable[[int, int], None]
+
+_USER_AGENT = "rerank-plugins/0.1"
+# Statuses that mean "this server has no such route": an optional feature is then unknown.
+_NO_ROUTE = frozenset({404, 405})
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the API key at send time, so no header dict holding it sits in a local variable."""
+
+    def __init__(self, key: str) -> None:
+        self._value = f"Bearer {key}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._value
+        yield request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth('***')"
+
+
+def tls_setting(verify: object, cert: object) -> ssl.SSLContext | bool:
+    """Httpx's ``verify`` from ours: a context when a CA path or a client certificate is given."""
+    if isinstance(verify, ssl.SSLContext):
+        if cert is not None:
+            raise RerankConfigError("pass the client certificate inside your SSLContext, not cert=")
+        return verify
+    if cert is None and isinstance(verify, bool):
+        return verify
+    if isinstance(verify, str):
+        context = ssl.create_default_context(
+            cafile=None if _is_dir(verify) else verify, capath=verify if _is_dir(verify) else None
+        )
+    elif verify:
+        import certifi  # httpx's own default CA bundle (a dependency of httpx)
+
+        context = ssl.create_default_context(cafile=certifi.where())
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if isinstance(cert, str):
+        context.load_cert_chain(cert)
+    elif isinstance(cert, tuple):
+        context.load_cert_chain(*cert)
+    return context
+
+
+def _is_dir(path: str) -> bool:
+    import os
+
+    return os.path.isdir(path)
+
+
+@dataclass
+class _Activity:
+    """What a call is doing now, for the message of a deadline error."""
+
+    now: str = "starting"
+
+
+_ACTIVITY: contextvars.ContextVar[_Activity] = contextvars.ContextVar("rerank_activity")
+
+
+class _RequestTimedOut(Exception):
+    """One HTTP request took longer than ``timeout`` (converted to RerankTimeoutError)."""
+
+
+class _Connections:
+    """The HTTP client and loop-bound primitives of one engine, made on its I/O loop."""
+
+    def __init__(
+        self,
+        config: RerankConfig,
+        transport: httpx.AsyncBaseTransport | None,
+        http_client: httpx.AsyncClient | None,
+    ) -> None:
+        self._config = config
+        self._transport = transport
+        self._user_http = http_client
+        self._own: httpx.AsyncClient | None = None
+        self.slots: asyncio.Semaphore | None = None
+        self.info_lock: asyncio.Lock | None = None
+
+    def http(self) -> httpx.AsyncClient:
+        if self._own is None and self._user_http is None:
+            config = self._config
+            limit = config.max_connections
+            self._own = httpx.AsyncClient(
+                transport=self._transport,
+                verify=tls_setting(config.verify, config.cert),
+                proxy=config.proxy,
+                trust_env=config.trust_env,
+                timeout=httpx.Timeout(config.timeout, pool=None),
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+                auth=_BearerAuth(config.api_key) if config.api_key else None,
+                headers={"User-Agent": _USER_AGENT},
+            )
+        if self.slots is None:
+            self.slots = asyncio.Semaphore(self._config.max_connections)
+            self.info_lock = asyncio.Lock()
+        return self._user_http or self._own  # type: ignore[return-value]
+
+    async def aclose(self) -> None:
+        own, self._own = self._own, None
+        self.slots = self.info_lock = None
+        if own is not None:
+            await own.aclose()
+
+
+class Engine:
+    """Config, the I/O loop and what was learnt of the server; shared by a client's twins."""
+
+    def __init__(
+        self,
+        config: RerankConfig,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError(
+                "transport must be an httpx.AsyncBaseTransport (e.g. httpx.MockTransport or "
+                f"httpx.AsyncHTTPTransport), got {type(transport).__name__}; both clients run "
+                "their requests on an async I/O loop"
+            )
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise TypeError(f"http_client must be an httpx.AsyncClient, got {type(http_client)}")
+        self.config = config
+        self.info: ServerInfo | None = None
+        self.io = IOLoop("rerank-plugins-io")
+        self._connections = _Connections(config, transport, http_client)
+        self._warned: set[str] = set()
+        # Closes the pool and stops the thread once no facade holds the engine (or at exit).
+        weakref.finalize(self, self.io.stop, self._connections.aclose)
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+    def close(self) -> None:
+        """Close the pool and stop the I/O thread; the next call starts them again."""
+        self.io.stop(self._connections.aclose)
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message, *args)
+
+    # -- one HTTP exchange, with retries ------------------------------------------------
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        request_id: str | None,
+        deadline_at: float | None,
+        *,
+        auth: bool = True,
+    ) -> str:
+        """The body of a 2xx answer; retries 429/502-504 and transport errors within limits."""
+        url = self.base_url + path
+        content = None if payload is None else _core.encode_json(payload)
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        activity = _ACTIVITY.get(None)
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            if activity is not None:
+                activity.now = f"{method} {url}"
+            retry_after = None
+            error: RerankError
+            try:
+                response = await self._exchange(method, url, content, headers, auth)
+            except _RequestTimedOut:
+                error = RerankTimeoutError(
+                    f"{method} {url} got no complete answer within timeout="
+                    f"{self.config.timeout:g}s",
+                    url=url,
+                )
+            except httpx.TransportError as exc:
+                error = _transport_error(method, url, exc)
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                    raise error from exc  # another try cannot fix a certificate
+                error.__cause__ = exc
+            else:
+                if response.is_success:
+                    return response.text
+                error = _core.status_error(method, url, response.status_code, response.text)
+                if response.status_code not in _core.RETRY_STATUSES:
+                    raise error
+                retry_after = response.headers.get("retry-after")
+            attempt += 1
+            delay = _core.next_retry_delay(
+                self.config, attempt, retry_after, deadline_at, loop.time()
+            )
+            if delay is None:
+                raise error
+            logger.debug("retry %d of %s %s in %.2fs: %s", attempt, method, url, delay, error)
+            await asyncio.sleep(delay)
+
+    async def _exchange(
+        self, method: str, url: str, content: bytes | None, headers: dict[str, str], auth: bool
+    ) -> httpx.Response:
+        connections = self._connections
+        http = connections.http()
+        assert connections.slots is not None
+        # Waiting for a free connection is not part of a request's own timeout; the call's
+        # deadline bounds it.
+        async with connections.slots:
+            timer = asyncio.timeout(self.config.timeout)
+            try:
+                async with timer:
+                    return await http.request(
+                        method,
+                        url,
+                        content=content,
+                        headers=headers,
+                        auth=httpx.USE_CLIENT_DEFAULT if auth else None,
+                    )
+            except TimeoutError:
+                if timer.expired():
+                    raise _RequestTimedOut from None
+                raise
+            except httpx.InvalidURL as exc:
+                raise RerankConfigError(f"base_url is not a usable URL: {exc}") from None
+
+    # -- what the server is, once per engine -------------------------------------------
+
+    async def server_info(self, deadline_at: float | None) -> ServerInfo:
+        """``/version``, ``/v1/models`` and the prompt probe, once (concurrent first use waits)."""
+        if self.info is not None:
+            return self.info
+        self._connections.http()
+        lock = self._connections.info_lock
+        assert lock is not None
+        async with lock:
+            if self.info is None:
+                self.info = await self._learn(deadline_at)
+        return self.info
+
+    async def _optional(self, path: str, deadline_at: float | None) -> str | None:
+        try:
+            return await self.send("GET", path, None, None, deadline_at)
+        except RerankStatusError as exc:
+            if exc.status_code in _NO_ROUTE:
+                return None  # a gateway or an old server without it: the feature is unknown
+            raise
+
+    async def _learn(self, deadline_at: float | None) -> ServerInfo:
+        config = self.config
+        version_text = await self._optional("/version", deadline_at)
+        version = (
+            _core.parse_version(self.base_url + "/version", version_text) if version_text else None
+        )
+        models_text = await self._optional("/v1/models", deadline_at)
+        entry = (
+            _core.parse_models(self.base_url + "/v1/models", models_text, config.model)
+            if models_text
+            else None
+        )
+        model = config.model or (entry.id if entry else None)
+        if not model:
+            raise RerankConfigError(
+                "no model: pass model=... or set RERANK_MODEL (the server listed none)"
+            )
+        root = entry.root if entry else None
+        detection, auth_enforced = await self._probe(model, deadline_at)
+        mode, why = _detect.resolve_mode(
+            config.prompt_mode,
+            detection,
+            _detect.needs_template(model, root),
+            self.base_url,
+        )
+        if detection.formats_prompt is None:
+            self._warn_once("detect", "rerank_plugins: %s", why)
+        else:
+            logger.info("rerank_plugins: prompt mode %r: %s", mode, why)
+        return ServerInfo(
+            version=version,
+            model=model,
+            model_root=root,
+            max_model_len=entry.max_model_len if entry else None,
+            formats_prompt=detection.formats_prompt,
+            added_tokens=detection.added_tokens,
+            prompt_mode=mode,
+            prompt_detection=why,
+            auth_enforced=auth_enforced,
+        )
+
+    async def _probe(
+        self, model: str, deadline_at: float | None
+    ) -> tuple[_detect.Detection, bool | None]:
+        """Post the probe pair; with an API key, first without it to see the route is guarded."""
+        route = self.config.route
+        url = self.base_url + route
+        payload = {
+            "model": model,
+            "query": _detect.PROBE_QUERY,
+            "documents": [_detect.PROBE_DOCUMENT],
+            "top_n": 0,
+        }
+        auth_enforced: bool | None = None
+        body: str | None = None
+        for with_key in [False, True] if self.config.api_key else [True]:
+            try:
+                body = await self.send("POST", route, payload, None, deadline_at, auth=with_key)
+            except RerankStatusError as exc:
+                if exc.status_code in _NO_ROUTE:
+                    return _detect.read_probe(None, f"{route} (answered {exc.status_code})"), None
+                if not with_key and exc.status_code in (401, 403):
+                    auth_enforced = True
+                    continue
+                raise
+            if not with_key:
+                auth_enforced = False
+                self._warn_once(
+                    "auth",
+                    "rerank_plugins: %s answered without the API key: the key guards nothing "
+                    "on this route. Serve with `rerank-serve` (its key guards every route) or "
+                    "put an authenticating gateway in front.",
+                    url,
+                )
+            break
+        assert body is not None
+        tokens = usage_tokens(url, json_object(url, body))
+        return _detect.read_probe(tokens[0] if tokens and tokens[0] else None, route), auth_enforced
+
+    # -- one call -----------------------------------------------------------------------
+
+    async def call(
+        self,
+        endpoint: _core.Endpoint[R],
+        query: str,
+        docs: list[str],
+        instruction: str | None,
+        on_progress: ProgressCallback | None,
+        request_id: str,
+    ) -> R:
+        """Run one call under the deadline (the whole call, not one read)."""
+        result: R = await self._bounded(
+            lambda deadline_at: self._call(
+                endpoint, query, docs, instruction, on_progress, request_id, deadline_at
+            )
+        )
+        return result
+
+    async def render(self, query: str, docs: list[str], instruction: str | None) -> PreparedCall:
+        """The texts a call would send, after detection and truncation."""
+
+        async def run(deadline_at: float | None) -> PreparedCall:
+            info = await self.server_info(deadline_at)
+            limiter = asyncio.Semaphore(self.config.max_concurrency)
+            return await self._prepare(info, query, docs, instruction, limiter, deadline_at)
+
+        prepared: PreparedCall = await self._bounded(run)
+        return prepared
+
+    async def learn(self) -> ServerInfo:
+        """The server info, under the deadline."""
+        info: ServerInfo = await self._bounded(self.server_info)
+        return info
+
+    async def _bounded(self, work: Callable[[float | None], Any]) -> Any:
+        deadline = self.config.deadline
+        activity = _Activity()
+        token = _ACTIVITY.set(activity)
+        try:
+            if deadline is None:
+                return await work(None)
+            timer = asyncio.timeout(deadline)
+            try:
+                async with timer:
+                    return await work(asyncio.get_running_loop().time() + deadline)
+            except TimeoutError:
+                if not timer.expired():
+                    raise
+                raise RerankTimeoutError(
+                    f"deadline of {deadline:g}s passed during {activity.now}",
+                    url=self.base_url,
+                ) from None
+        finally:
+            _ACTIVITY.reset(token)
+
+    async def _call(
+        self,
+        endpoint: _core.Endpoint[R],
+        query: str,
+        docs: list[str],
+        instruction: str | None,
+        on_progress: ProgressCallback | None,
+        request_id: str,
+        deadline_at: float | None,
+    ) -> R:
+        info = await self.server_info(deadline_at)
+        model = self.config.model or info.model
+        limiter = asyncio.Semaphore(self.config.max_concurrency)
+        call = await self._prepare(info, query, docs, instruction, limiter, deadline_at)
+        batches = _core.plan_batches(call.documents, self.config.max_batch_size)
+        url = self.base_url + endpoint.path
+        done = 0
+
+        async def run(number: int, batch: _core.Batch) -> Any:
+            nonlocal done
+            async with limiter:
+                body = await self.send(
+                    "POST",
+                    endpoint.path,
+                    endpoint.payload(model, call, batch),
+                    f"{request_id}-{number}",
+                    deadline_at,
+                )
+            part = endpoint.parse(url, body, batch, docs)
+            done += 1
+            if on_progress is not None:
+                on_progress(done, len(batches))
+            return part
+
+        parts = await _gather([run(n, b) for n, b in enumerate(batches)])
+        return endpoint.result(parts, model, request_id)
+
+    # -- prompt mode and truncation -----------------------------------------------------
+
+    async def _prepare(
+        self,
+        info: ServerInfo,
+        query: str,
+        docs: list[str],
+        instruction: str | None,
+        limiter: asyncio.Semaphore,
+        deadline_at: float | None,
+    ) -> PreparedCall:
+        mode = info.prompt_mode or "raw"
+        instruction = instruction or self.config.instruction
+        if self.config.truncate and info.max_model_len and docs:
+            docs = await self._fit(info, mode, query, docs, instruction, limiter, deadline_at)
+        return _core.prepare_call(mode, query, docs, instruction, info.supports_instruction)
+
+    async def _fit(
+        self,
+        info: ServerInfo,
+        mode: str,
+        query: str,
+        docs: list[str],
+        instruction: str | None,
+        limiter: asyncio.Semaphore,
+        deadline_at: float | None,
+    ) -> list[str]:
+        """Cut documents that would overflow the window, so the prompt's end stays intact.
+
+        A document's budget is the window minus what the server adds to a pair (measured by
+        the probe), minus the query side. Byte lengths bound token counts, so a call whose
+        documents cannot overflow sends no tokenizer request at all.
+        """
+        assert info.max_model_len is not None
+        added = info.added_tokens
+        if added is None:
+            added = (
+                _core.utf8_len(prompts.format_query("") + prompts.format_document(""))
+                if mode == "server"
+                else _core.UNKNOWN_ADDED_TOKENS
+            )
+        side, wrapper = _core.pair_sides(mode, query, instruction)
+        window = info.max_model_len - added - _core.TRUNCATION_MARGIN
+        bound = window - _core.utf8_len(side) - _core.utf8_len(wrapper)
+        long = [i for i, doc in enumerate(docs) if _core.utf8_len(doc) > bound]
+        if not long or "no-tokenize" in self._warned:
+            return docs
+        model = self.config.model or info.model
+        try:
+            side_tokens = len(await self._tokens(model, side + wrapper, deadline_at))
+        except RerankStatusError as exc:
+            if exc.status_code not in _NO_ROUTE:
+                raise
+            self._warn_once(
+                "no-tokenize",
+                "rerank_plugins: %s has no /tokenize (%d): documents longer than the model's "
+                "window are sent uncut, and the server will reject them",
+                self.base_url,
+                exc.status_code,
+            )
+            return docs
+        budget = window - side_tokens
+        if budget <= 0:
+            raise RerankInputError(
+                f"the query and prompt take {side_tokens + added} tokens, leaving no room for "
+                f"documents in the model's window of {info.max_model_len} tokens"
+            )
+        fitted = list(docs)
+
+        async def cut(i: int) -> None:
+            async with limiter:
+                fitted[i] = await self._cut_to(model, docs[i], budget, deadline_at)
+
+        await _gather([cut(i) for i in long if _core.utf8_len(docs[i]) > budget])
+        return fitted
+
+    async def _tokens(self, model: str, text: str, deadline_at: float | None) -> list[int]:
+        payload = {"model": model, "prompt": text, "add_special_tokens": False}
+        body = await self.send("POST", "/tokenize", payload, None, deadline_at)
+        return _core.tokens_of(self.base_url + "/tokenize", body)
+
+    async def _cut_to(self, model: str, text: str, budget: int, deadline_at: float | None) -> str:
+        tokens = await self._tokens(model, text, deadline_at)
+        if len(tokens) <= budget:
+            return text
+        payload = {"model": model, "tokens": tokens[:budget]}
+        body = await self.send("POST", "/detokenize", payload, None, deadline_at)
+        return _core.detokenized(self.base_url + "/detokenize", body)
+
+    def with_info(self, info: ServerInfo | None) -> None:
+        """Adopt what another engine learnt (unpickling)."""
+        self.info = info if info is None else replace(info)
+
+
+async def _gather(coros: Sequence[Any]) -> list[Any]:
+    """Run coroutines together; the first failure cancels the rest (no batch left running)."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _transport_error(method: str, url: str, exc: httpx.TransportError) -> RerankError:
+    if isinstance(exc, httpx.TimeoutException):
+        return RerankTimeoutError(
+            f"{method} {url} timed out ({type(exc).__name__}: {exc})", url=url
+        )
+    return RerankConnectionError(
+        f"cannot reach {url} ({method}): {exc or type(exc).__name__}. Is a vLLM server "
+        "running there? Start one with: rerank-serve MODEL --port PORT",
+        url=url,
+    )

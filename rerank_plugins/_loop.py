@@ -1,0 +1,113 @@
+"""A client's private event loop, in a daemon thread of its own.
+
+Every request of a client runs on this one loop, whoever calls: the async client from any
+event loop (each ``asyncio.run``, each notebook kernel), the sync twin from any thread. So a
+client has exactly one connection pool, bound to a loop that outlives its callers' loops;
+nothing leaks when a caller's loop closes, concurrent first use cannot create two pools, and
+the sync twin enforces deadlines with the same asyncio code as the async client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["IOLoop"]
+
+T = TypeVar("T")
+
+
+class IOLoop:
+    """Starts lazily, restarts after :meth:`stop` or in a forked child, stops idempotently."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            # A forked child has the loop object but not the thread that ran it.
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=_run_forever, args=(loop,), name=self._name, daemon=True
+                )
+                thread.start()
+                self._loop, self._thread, self._pid = loop, thread, os.getpid()
+            return self._loop
+
+    def in_loop_thread(self) -> bool:
+        """Whether the caller runs on this loop's thread (where blocking on it would hang)."""
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the loop; cancelling the future cancels the task."""
+        return asyncio.run_coroutine_threadsafe(coro, self._running_loop())
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and block until it is done (sync callers)."""
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError(
+                "a sync rerank call was made from the client's own I/O thread "
+                "(e.g. inside on_progress); use the async client there"
+            )
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # KeyboardInterrupt in the caller stops the work as well
+            raise
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and await it from the caller's own loop."""
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def stop(self, final: Callable[[], Awaitable[None]] | None = None, wait: bool = True) -> None:
+        """Run ``final`` on the loop (closing the pool), then stop the loop and its thread."""
+        with self._lock:
+            loop, thread, pid = self._loop, self._thread, self._pid
+            self._loop = self._thread = None
+        if loop is None or thread is None or pid != os.getpid() or loop.is_closed():
+            return
+
+        async def finish() -> None:
+            try:
+                if final is not None:
+                    await final()
+            finally:
+                loop.stop()
+
+        if threading.current_thread() is thread:
+            loop.create_task(finish())
+            return
+        future = asyncio.run_coroutine_threadsafe(finish(), loop)
+        if wait:
+            try:
+                future.result(timeout=5)
+            except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+
+
+def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
