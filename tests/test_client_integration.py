@@ -218,7 +218,7 @@ async def test_wrong_model_is_a_404_with_the_servers_message(minilm_server):
         await client.rerank(JSON_QUERY, JSON_DOCS)
     assert info.value.status_code == 404
     assert "no-such-model" in info.value.server_message
-    assert str(info.value).startswith(f"POST {minilm_server.base_url}/rerank returned 404: ")
+    assert str(info.value).startswith(f"POST {minilm_server.base_url}/v2/rerank returned 404: ")
 
 
 def test_empty_list_error_of_the_server_is_read(minilm_server):
@@ -276,15 +276,19 @@ def test_request_id_is_sent_and_echoed(tiny_server_template):
     server = tiny_server_template
     echoed = []
 
-    def on_response(response: httpx.Response) -> None:
-        if response.request.url.path == "/rerank":
+    async def on_response(response: httpx.Response) -> None:
+        if "x-request-id" in response.request.headers:  # the probe carries none
             echoed.append(
                 (response.request.headers["x-request-id"], response.headers.get("x-request-id"))
             )
 
-    http = httpx.Client(event_hooks={"response": [on_response]})
+    http = httpx.AsyncClient(event_hooks={"response": [on_response]})
     client = RerankClient(
-        server.base_url, model=server.model_name, prompt_mode="server", http_client=http
+        server.base_url,
+        model=server.model_name,
+        api_key=server.api_key,
+        prompt_mode="server",
+        http_client=http,
     )
     result = client.rerank("q", ["a", "b"], request_id="req-abc123")
     assert result.request_id == "req-abc123"
@@ -318,29 +322,13 @@ class CountingAsyncTransport(httpx.AsyncHTTPTransport):
         self.counter = counter
 
     async def handle_async_request(self, request):
-        if request.url.path != "/rerank":
+        # Batches carry a request id; the one-off probe and server reads do not.
+        if request.url.path != "/v2/rerank" or "x-request-id" not in request.headers:
             return await super().handle_async_request(request)
         self.counter.enter()
         try:
             response = await super().handle_async_request(request)
             await response.aread()
-            return response
-        finally:
-            self.counter.leave()
-
-
-class CountingTransport(httpx.HTTPTransport):
-    def __init__(self, counter: InFlight) -> None:
-        super().__init__()
-        self.counter = counter
-
-    def handle_request(self, request):
-        if request.url.path != "/rerank":
-            return super().handle_request(request)
-        self.counter.enter()
-        try:
-            response = super().handle_request(request)
-            response.read()
             return response
         finally:
             self.counter.leave()
@@ -353,7 +341,9 @@ async def test_batches_are_in_flight_together_and_bounded(tiny_server, sync):
     progress = []
     options = dict(model=tiny_server.model_name, max_batch_size=10, max_concurrency=3)
     if sync:
-        client = RerankClient(tiny_server.base_url, transport=CountingTransport(counter), **options)
+        client = RerankClient(
+            tiny_server.base_url, transport=CountingAsyncTransport(counter), **options
+        )
         result = client.rerank("q", docs, top_n=7, on_progress=lambda *p: progress.append(p))
     else:
         client = AsyncRerankClient(

@@ -25,8 +25,19 @@ from rerank_plugins import (
 BASE = "http://rerank.test"
 
 
-def fake_server(version="0.32.0", model="m", max_model_len=None, rerank=None):
-    """A MockTransport handler speaking enough of vLLM's API; records every request."""
+def is_probe(request: httpx.Request) -> bool:
+    """The client's one-off prompt-format probe: a pair of two one-character texts."""
+    if request.method != "POST" or not request.content:
+        return False
+    body = json.loads(request.content)
+    return body.get("query") == "a" and body.get("documents") == ["b"]
+
+
+def fake_server(version="0.32.0", model="m", max_model_len=None, rerank=None, templated=False):
+    """A MockTransport handler speaking enough of vLLM's API; records every request.
+
+    ``templated``: the probe pair reports the prompt tokens of a server applying a template.
+    """
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -37,6 +48,16 @@ def fake_server(version="0.32.0", model="m", max_model_len=None, rerank=None):
         if path == "/v1/models":
             return httpx.Response(
                 200, json={"data": [{"id": model, "root": model, "max_model_len": max_model_len}]}
+            )
+        if is_probe(request):
+            tokens = 2 + (60 if templated else 0)
+            return httpx.Response(
+                200,
+                json={
+                    "model": model,
+                    "results": [{"index": 0, "relevance_score": 0.5}],
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                },
             )
         if rerank is not None:
             return rerank(request)
@@ -64,7 +85,8 @@ def fake_server(version="0.32.0", model="m", max_model_len=None, rerank=None):
 
 
 def posts(seen, path):
-    return [r for r in seen if r.url.path == path]
+    """The requests to ``path``, without the probe."""
+    return [r for r in seen if r.url.path == path and not is_probe(r)]
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -143,7 +165,7 @@ async def test_bad_input_is_a_typed_error_naming_it(query, docs, message):
     client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
     with pytest.raises(RerankInputError, match=message):
         await client.rerank(query, docs)
-    assert posts(seen, "/rerank") == []
+    assert posts(seen, "/v2/rerank") == []
 
 
 async def test_client_mode_refuses_already_templated_text():
@@ -151,7 +173,7 @@ async def test_client_mode_refuses_already_templated_text():
     client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
     with pytest.raises(RerankInputError, match=r"documents\[1\].*<\|im_end\|>"):
         await client.rerank("q", ["fine", "bad<|im_end|>"])
-    assert posts(seen, "/rerank") == []
+    assert posts(seen, "/v2/rerank") == []
 
 
 async def test_documents_are_not_mutated_and_results_map_by_index():
@@ -183,7 +205,7 @@ async def test_batches_merge_globally_with_top_n_and_summed_usage(sync):
         )
     expected = sorted(range(50), key=lambda i: (-len(docs[i]), i))[:5]
     assert result.indices == expected
-    batches = posts(seen, "/rerank")
+    batches = posts(seen, "/v2/rerank")
     assert len(batches) == 7
     assert all(json.loads(r.content)["top_n"] == 5 for r in batches[:6])
     assert result.usage.prompt_tokens == 50
@@ -242,7 +264,7 @@ async def test_retryable_statuses_are_retried(status):
     )
     result = await client.rerank("q", ["a"])
     assert result.scores == [0.5]
-    assert len(posts(seen, "/rerank")) == 3
+    assert len(posts(seen, "/v2/rerank")) == 3
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
@@ -252,8 +274,8 @@ def test_other_client_errors_are_not_retried(status):
     with pytest.raises(RerankStatusError) as info:
         client.rerank("q", ["a"])
     assert info.value.status_code == status
-    assert str(info.value) == f"POST {BASE}/rerank returned {status}: status {status}"
-    assert len(posts(seen, "/rerank")) == 1
+    assert str(info.value) == f"POST {BASE}/v2/rerank returned {status}: status {status}"
+    assert len(posts(seen, "/v2/rerank")) == 1
 
 
 async def test_gives_up_after_max_retries():
@@ -263,7 +285,7 @@ async def test_gives_up_after_max_retries():
     )
     with pytest.raises(RerankStatusError, match="503"):
         await client.rerank("q", ["a"])
-    assert len(posts(seen, "/rerank")) == 3
+    assert len(posts(seen, "/v2/rerank")) == 3
 
 
 def test_retry_after_is_honoured():
@@ -307,7 +329,7 @@ async def test_connection_errors_are_retried_then_typed():
 
 def test_timeout_is_distinct_from_connection_error():
     def handler(request):
-        if request.url.path == "/rerank":
+        if request.url.path == "/v2/rerank":
             raise httpx.ReadTimeout("slow", request=request)
         return fake_server()[0](request)
 
@@ -323,7 +345,7 @@ async def test_deadline_bounds_the_whole_call_with_retries():
     )
     with pytest.raises(RerankStatusError, match="503"):
         await client.rerank("q", ["a"])
-    assert 2 <= len(posts(seen, "/rerank")) <= 4
+    assert 2 <= len(posts(seen, "/v2/rerank")) <= 4
 
 
 @pytest.mark.parametrize(
@@ -332,7 +354,7 @@ async def test_deadline_bounds_the_whole_call_with_retries():
         ("not json", "not JSON"),
         ("[1, 2]", "not an object"),
         ('{"results": "x"}', "no 'results' list"),
-        ('{"results": [{"index": 7, "relevance_score": 1}]}', "index 7"),
+        ('{"results": [{"index": 7, "relevance_score": 1}]}', "index = 7"),
         ('{"results": [{"index": 0}]}', "relevance_score"),
     ],
 )
@@ -355,7 +377,7 @@ def test_both_vllm_error_shapes_are_read():
 
 
 async def test_old_server_without_instruction_support_refuses_custom_instruction():
-    handler, seen = fake_server(version="0.19.1", model="qwen3-reranker-x")
+    handler, seen = fake_server(version="0.19.1", model="qwen3-reranker-x", templated=True)
     client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler), prompt_mode="server")
     info = await client.server_info()
     assert info.version == (0, 19, 1) and not info.supports_instruction
@@ -363,7 +385,7 @@ async def test_old_server_without_instruction_support_refuses_custom_instruction
     await client.rerank("q", ["a"])
     with pytest.raises(RerankInputError, match=r"0\.22"):
         await client.rerank("q", ["a"], instruction="Find code")
-    assert len(posts(seen, "/rerank")) == 1
+    assert len(posts(seen, "/v2/rerank")) == 1
 
 
 async def test_vllm_09_flat_errors_and_client_mode_fallback():
@@ -374,7 +396,7 @@ async def test_vllm_09_flat_errors_and_client_mode_fallback():
     client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
     with pytest.raises(RerankStatusError, match="returned 400: bad thing"):
         await client.rerank("q", ["a"], instruction="Find code")
-    sent = json.loads(posts(seen, "/rerank")[0].content)
+    sent = json.loads(posts(seen, "/v2/rerank")[0].content)
     # Client-side formatting works on any version: the instruction travels inside the prompt.
     assert "instruction" not in sent and "<Instruct>: Find code" in sent["query"]
 
@@ -396,25 +418,28 @@ async def test_server_without_version_route_is_assumed_current():
 # --- lifecycle -----------------------------------------------------------------------------
 
 
-def test_one_async_client_serves_two_event_loops():
+def test_one_async_client_serves_two_event_loops_with_one_pool():
     handler, _seen = fake_server()
     client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
     first = asyncio.run(client.rerank("q", ["a", "bb"]))
-    http_first = client._http_client
+    http_first = client._engine._connections._own
     second = asyncio.run(client.rerank("q", ["a", "bb"]))
     assert first.indices == second.indices == [1, 0]
-    assert client._http_client is not http_first
+    # The pool lives on the client's own loop, so a caller's closed loop leaves it usable.
+    assert client._engine._connections._own is http_first and not http_first.is_closed
+    client.to_sync().close()
+    assert http_first.is_closed
 
 
 async def test_context_managers_close_their_clients():
     handler, _ = fake_server()
     async with AsyncRerankClient(BASE, transport=httpx.MockTransport(handler)) as client:
         await client.rerank("q", ["a"])
-        http = client._http_client
+        http = client._engine._connections._own
     assert http.is_closed
     with RerankClient(BASE, transport=httpx.MockTransport(handler)) as sync:
         sync.rerank("q", ["a"])
-        http = sync._http_client
+        http = sync._engine._connections._own
     assert http.is_closed
 
 
@@ -423,5 +448,5 @@ async def test_raw_mode_refuses_an_instruction_it_would_drop():
     client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
     with pytest.raises(RerankInputError, match="prompt_mode is 'raw'"):
         await client.rerank("q", ["a"], instruction="Find code")
-    assert posts(seen, "/rerank") == []
+    assert posts(seen, "/v2/rerank") == []
     assert len(await client.rerank("q", ["a"])) == 1

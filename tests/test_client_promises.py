@@ -1,0 +1,293 @@
+"""Promises of the client that need faults on demand: detection, deadlines, requests, pools.
+
+A MockTransport stands in for the server only where a real one cannot be made to answer
+this way (a templated probe on a fake model, a stall at an exact route, a count of requests).
+The same promises against real servers are in test_prompt_matrix.py and test_reliability*.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+
+import httpx
+import pytest
+from test_client_unit import BASE, fake_server, is_probe, posts
+
+from rerank_plugins import (
+    AsyncRerankClient,
+    RerankClient,
+    RerankConfig,
+    RerankConfigError,
+    RerankInputError,
+    RerankTimeoutError,
+    _core,
+    _detect,
+)
+
+# --- prompt detection ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt_tokens", "templated", "added"),
+    [(2, False, 0), (5, False, 3), (6, False, 4), (72, True, 70), (None, None, None)],
+)
+def test_probe_reading(prompt_tokens, templated, added):
+    detection = _detect.read_probe(prompt_tokens, "/v2/rerank")
+    assert detection.formats_prompt is templated and detection.added_tokens == added
+
+
+TEMPLATED = _detect.read_probe(70, "/v2/rerank")
+PLAIN = _detect.read_probe(2, "/v2/rerank")
+SILENT = _detect.read_probe(None, "/v2/rerank")
+
+
+@pytest.mark.parametrize(
+    ("requested", "detection", "qwen3", "expected"),
+    [
+        ("auto", TEMPLATED, True, "server"),
+        ("auto", TEMPLATED, False, "server"),  # e.g. a Sentence-Transformers v6 checkpoint
+        ("auto", PLAIN, True, "client"),
+        ("auto", PLAIN, False, "raw"),
+        ("auto", SILENT, True, "client"),  # no signal: the name rule
+        ("auto", SILENT, False, "raw"),
+        ("server", TEMPLATED, True, "server"),
+        ("client", PLAIN, True, "client"),
+        ("raw", PLAIN, False, "raw"),
+        ("client", SILENT, True, "client"),
+        ("server", SILENT, True, "server"),
+        ("client", TEMPLATED, True, RerankConfigError),
+        ("raw", TEMPLATED, True, RerankConfigError),
+        ("server", PLAIN, True, RerankConfigError),
+        ("server", PLAIN, False, RerankConfigError),
+    ],
+)
+def test_mode_resolution(requested, detection, qwen3, expected):
+    if expected is RerankConfigError:
+        with pytest.raises(RerankConfigError, match="contradicts the server") as info:
+            _detect.resolve_mode(requested, detection, qwen3, BASE)
+        assert "prompt tokens" in str(info.value) and "prompt_mode=" in str(info.value)
+    else:
+        assert _detect.resolve_mode(requested, detection, qwen3, BASE)[0] == expected
+
+
+async def test_auto_sends_plain_text_to_a_templating_server_and_says_why():
+    handler, seen = fake_server(model="qwen3-reranker-x", templated=True)
+    client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
+    await client.rerank("what is json", ["json is a format"], instruction="Find docs")
+    sent = json.loads(posts(seen, "/v2/rerank")[0].content)
+    assert sent["query"] == "what is json" and sent["documents"] == ["json is a format"]
+    assert sent["instruction"] == "Find docs"
+    info = await client.server_info()
+    assert info.formats_prompt is True and info.prompt_mode == "server"
+    assert "62 prompt tokens" in info.prompt_detection
+    rendered = await client.render("q", ["d"])
+    assert rendered.mode == "server" and rendered.documents == ("d",)
+
+
+async def test_explicit_client_mode_against_a_templating_server_is_a_config_error():
+    handler, seen = fake_server(model="qwen3-reranker-x", templated=True)
+    client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler), prompt_mode="client")
+    with pytest.raises(RerankConfigError, match="wrap the prompt a second time"):
+        await client.rerank("q", ["d"])
+    assert posts(seen, "/v2/rerank") == []
+
+
+async def test_no_usage_falls_back_to_the_name_rule_and_logs_it_once(caplog):
+    def handler(request):
+        if is_probe(request):  # a gateway that rewrites replies without usage
+            return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 1.0}]})
+        return fake_server(model="qwen3-reranker-x")[0](request)
+
+    caplog.set_level(logging.WARNING, "rerank_plugins")
+    client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
+    for _ in range(3):
+        await client.rerank("q", ["d"])
+    info = await client.server_info()
+    assert info.formats_prompt is None and info.prompt_mode == "client"
+    warnings = [r for r in caplog.records if "model-name rule" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+# --- no request that is not needed -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_documents_that_fit_cost_one_request_per_batch_and_no_tokenize(sync):
+    handler, seen = fake_server(model="qwen3-reranker-x", max_model_len=512)
+    make = RerankClient if sync else AsyncRerankClient
+    client = make(BASE, transport=httpx.MockTransport(handler), max_batch_size=4)
+    docs = [f"short document {i}" for i in range(10)]
+    for _ in range(3):
+        result = client.rerank("q", docs) if sync else await client.rerank("q", docs)
+        assert sorted(result.indices) == list(range(10))
+    paths = [r.url.path for r in seen if not is_probe(r)]
+    # Once per client: /version and /v1/models (and the probe); then 3 batches per call.
+    assert paths == ["/version", "/v1/models"] + ["/v2/rerank"] * 9
+
+
+async def test_only_documents_that_may_overflow_are_tokenized():
+    tokenized = []
+
+    def handler(request):
+        if request.url.path == "/tokenize":
+            text = json.loads(request.content)["prompt"]
+            tokenized.append(text)
+            return httpx.Response(200, json={"tokens": list(range(len(text.split())))})
+        if request.url.path == "/detokenize":
+            tokens = json.loads(request.content)["tokens"]
+            return httpx.Response(200, json={"prompt": "word " * len(tokens)})
+        return fake_server(model="m", max_model_len=64)[0](request)
+
+    client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
+    long_doc = "word " * 100
+    result = await client.rerank("q", ["short", long_doc])
+    assert sorted(result.indices) == [0, 1]
+    # The query side once, then only the long document; "short" fits by its byte length.
+    assert tokenized == ["q", long_doc]
+    # 64 tokens of window, 0 added by the server, 4 of margin, 1 for the query.
+    assert (await client.render("q", ["short", long_doc])).documents[1] == "word " * 59
+
+
+# --- deadline ----------------------------------------------------------------------------------
+
+
+def stalling(path):
+    async def handler(request):
+        if request.url.path == path:
+            await asyncio.sleep(30)
+        return fake_server()[0](request)
+
+    return handler
+
+
+@pytest.mark.parametrize("path", ["/version", "/v1/models", "/v2/rerank"])
+@pytest.mark.parametrize("sync", [False, True])
+async def test_deadline_bounds_every_request_of_a_call(path, sync):
+    make = RerankClient if sync else AsyncRerankClient
+    client = make(BASE, transport=httpx.MockTransport(stalling(path)), deadline=0.5, timeout=20)
+    start = time.monotonic()
+    with pytest.raises(RerankTimeoutError, match=r"deadline of 0.5s passed during GET|POST"):
+        if sync:
+            client.rerank("q", ["a"])
+        else:
+            await client.rerank("q", ["a"])
+    assert time.monotonic() - start < 0.5 + 0.25
+
+
+async def test_a_trickling_body_is_cut_at_the_deadline():
+    class Trickle(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            body = json.dumps({"results": [{"index": 0, "relevance_score": 1.0}]}).encode()
+            for i in range(0, len(body), 4):
+                await asyncio.sleep(0.1)
+                yield body[i : i + 4]
+
+    def handler(request):
+        if request.url.path == "/v2/rerank" and not is_probe(request):
+            return httpx.Response(200, stream=Trickle())
+        return fake_server()[0](request)
+
+    client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler), deadline=0.6)
+    start = time.monotonic()
+    with pytest.raises(RerankTimeoutError, match="deadline"):
+        await client.rerank("q", ["a"])
+    assert time.monotonic() - start < 0.6 + 0.25
+
+
+def test_retry_after_of_any_form_never_raises_outside_the_tree():
+    config = RerankConfig(base_url=BASE, retry_backoff=0.01, retry_backoff_max=0.02)
+    for value in ("soon", "", "-5", "nan", "inf", "Wed, 99 Foo 2015 07:28:00 GMT", "1e309"):
+        delay = _core.retry_delay(config, 1, value)
+        assert 0 <= delay <= 0.08
+
+
+# --- input -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "docs", "instruction", "match"),
+    [
+        ("q\ud800", ["a"], None, r"query holds a lone surrogate .* at character 1"),
+        ("q", ["a", "b\udfff"], None, r"documents\[1\] holds a lone surrogate"),
+        ("q", ["a"], "\ud800", "instruction holds a lone surrogate"),
+        ("q", {"a": 1}, None, "got dict"),
+        ("q", {"a", "b"}, None, "got set"),
+        ("q", b"ab", None, "got bytes"),
+        ("q", ["a"], 3, "instruction must be a str"),
+    ],
+)
+def test_input_that_cannot_be_sent_is_refused_before_sending(query, docs, instruction, match):
+    handler, seen = fake_server()
+    client = RerankClient(BASE, transport=httpx.MockTransport(handler))
+    with pytest.raises(RerankInputError, match=match):
+        client.rerank(query, docs, instruction=instruction)
+    assert seen == []
+
+
+# --- connections -------------------------------------------------------------------------------
+
+
+def test_sixteen_threads_first_use_makes_one_pool_and_learns_once():
+    handler, seen = fake_server()
+    client = RerankClient(BASE, transport=httpx.MockTransport(handler))
+    barrier = threading.Barrier(16)
+    errors = []
+
+    def work():
+        barrier.wait()
+        try:
+            client.rerank("q", ["a", "bb"])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [r.url.path for r in seen].count("/version") == 1
+    pool = client._engine._connections._own
+    client.close()
+    assert pool is not None and pool.is_closed
+
+
+async def test_the_sync_twin_keeps_transport_and_settings():
+    handler, seen = fake_server()
+    client = AsyncRerankClient(
+        BASE, transport=httpx.MockTransport(handler), verify=False, timeout=7, max_batch_size=3
+    )
+    twin = client.to_sync()
+    assert twin.config == client.config and twin.config.verify is False
+    assert twin.rerank("q", ["a", "bb"]).indices == [1, 0]  # through the MockTransport
+    assert len(posts(seen, "/v2/rerank")) == 1
+
+
+async def test_an_api_key_on_an_unguarded_route_is_reported(caplog):
+    handler, _ = fake_server()  # answers with or without the key
+    caplog.set_level(logging.WARNING, "rerank_plugins")
+    client = AsyncRerankClient(
+        BASE, api_key="sk-test-secret", transport=httpx.MockTransport(handler)
+    )
+    await client.rerank("q", ["a"])
+    info = await client.server_info()
+    assert info.auth_enforced is False
+    assert any("answered without the API key" in r.getMessage() for r in caplog.records)
+    assert "sk-test-secret" not in caplog.text
+
+
+async def test_a_guarded_route_is_recognised():
+    base, seen = fake_server()
+
+    def handler(request):
+        if "authorization" not in request.headers:
+            return httpx.Response(401, json={"error": "Unauthorized"})
+        return base(request)
+
+    client = AsyncRerankClient(BASE, api_key="sk-test", transport=httpx.MockTransport(handler))
+    await client.rerank("q", ["a"])
+    assert (await client.server_info()).auth_enforced is True
