@@ -281,7 +281,7 @@ async def test_an_api_key_on_an_unguarded_route_is_reported(caplog):
 
 
 async def test_a_guarded_route_is_recognised():
-    base, seen = fake_server()
+    base, _seen = fake_server()
 
     def handler(request):
         if "authorization" not in request.headers:
