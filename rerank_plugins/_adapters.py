@@ -7,12 +7,14 @@ reranked copy carries); the adapters only translate their framework's objects to
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .client import AsyncRerankClient, RerankClient
+from .client import AsyncRerankClient, ClientOptions, RerankClient
 from .errors import (
     RerankConfigError,
     RerankConnectionError,
@@ -33,12 +35,17 @@ __all__ = [
     "Placement",
     "RerankOptions",
     "arerank",
+    "check_ranking",
+    "client_option_names",
+    "client_setting_names",
     "document_text",
     "fall_back",
     "missing_extra",
+    "prepare_fields",
     "rerank",
     "rerank_metadata",
     "select",
+    "shown_settings",
 ]
 
 logger = logging.getLogger("rerank_plugins")
@@ -70,6 +77,154 @@ def missing_extra(framework: str, extra: str, exc: ImportError) -> ImportError:
     )
     error.__cause__ = exc
     return error
+
+
+_CONNECTION_SETTINGS = ("base_url", "model", "api_key")
+# For these three None means "not given": the client then reads RERANK_* or its defaults.
+
+
+def client_option_names() -> tuple[str, ...]:
+    """Every key of :class:`~rerank_plugins.client.ClientOptions`, in declaration order.
+
+    Read at call time, so an option added to the client is accepted by the adapters as is.
+    """
+    keys = ClientOptions.__required_keys__ | ClientOptions.__optional_keys__
+    ordered = [name for name in ClientOptions.__annotations__ if name in keys]
+    return (*ordered, *sorted(keys.difference(ordered)))
+
+
+def client_setting_names() -> tuple[str, ...]:
+    """Every setting an adapter passes to the client it builds: URL, model, key, options."""
+    return (*_CONNECTION_SETTINGS, *client_option_names())
+
+
+def _secret_names(config: object) -> frozenset[str]:
+    """Config fields hidden from its repr (the API key, any later secret): never shown."""
+    if not dataclasses.is_dataclass(config):
+        return frozenset({"api_key"})
+    return frozenset({"api_key"} | {f.name for f in dataclasses.fields(config) if not f.repr})
+
+
+def _unexpected(owner: str, unknown: Sequence[str], known: Iterable[str]) -> TypeError:
+    """The TypeError Python raises for unknown keyword arguments, with close matches."""
+    known = sorted(set(known))
+    hints = []
+    for name in unknown:
+        match = difflib.get_close_matches(name, known, n=1)
+        hints.append(f"{name!r} (did you mean {match[0]!r}?)" if match else repr(name))
+    plural = "s" if len(unknown) > 1 else ""
+    return TypeError(
+        f"{owner}() got {'an ' if not plural else ''}unexpected keyword argument{plural} "
+        f"{', '.join(hints)}"
+    )
+
+
+def _same(name: str, given: Any, held: Any) -> bool:
+    if name == "base_url" and isinstance(given, str) and isinstance(held, str):
+        return given.rstrip("/") == held.rstrip("/")
+    return bool(given == held)
+
+
+def prepare_fields(
+    owner: str, field_names: Collection[str], client: object, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """An adapter's keyword arguments checked and turned into its pydantic fields.
+
+    ``kwargs`` may hold the adapter's own fields and every client setting
+    (:func:`client_setting_names`); any other name raises ``TypeError`` naming it. With
+    ``client`` (an :class:`AsyncRerankClient`) a client setting that differs from the
+    client's own raises :class:`RerankConfigError` naming it (None for ``base_url``,
+    ``model`` and ``api_key`` counts as not given); without, the settings build the client.
+    ``instruction`` is the adapter's field, sent with every call; when ``client`` is given
+    it defaults to the client's instruction. The result carries ``client``, ``base_url``
+    and ``model``. ``kwargs`` is not changed.
+    """
+    settings = [name for name in client_setting_names() if name != "instruction"]
+    known = {*field_names, *settings, "client"}
+    unknown = [name for name in kwargs if name not in known]
+    if unknown:
+        raise _unexpected(owner, unknown, known)
+    fields = {name: value for name, value in kwargs.items() if name not in settings}
+    # JSON has no tuples: a setting that is a tuple (a cert pair) comes back from to_json as
+    # a list, and the config is immutable, so it never holds a list.
+    given: dict[str, Any] = {
+        name: tuple(kwargs[name]) if isinstance(kwargs[name], list) else kwargs[name]
+        for name in settings
+        if name in kwargs
+    }
+    for name in _CONNECTION_SETTINGS:
+        if given.get(name, "") is None:
+            del given[name]
+    if client is None:
+        built = AsyncRerankClient(**given)
+    elif isinstance(client, AsyncRerankClient):
+        built = client
+        conflicts = [
+            name
+            for name, value in given.items()
+            if not _same(name, value, getattr(client.config, name, object()))
+        ]
+        if conflicts:
+            names = ", ".join(repr(name) for name in conflicts)
+            raise RerankConfigError(
+                f"{owner}() got client= and client setting{'s' * (len(conflicts) > 1)} "
+                f"{names} that the client does not have: pass the settings to "
+                "AsyncRerankClient(...) or leave out client="
+            )
+        if fields.get("instruction") is None:
+            fields["instruction"] = client.config.instruction
+    else:
+        hint = (
+            ": pass AsyncRerankClient(config=client.config), the adapter makes the sync twin"
+            if isinstance(client, RerankClient)
+            else ""
+        )
+        raise TypeError(
+            f"{owner}() client must be an AsyncRerankClient, got {type(client).__name__}{hint}"
+        )
+    fields.update(client=built, base_url=built.config.base_url, model=built.config.model)
+    return fields
+
+
+def _plain(value: object) -> bool:
+    """Whether a value survives ``json.dumps`` and comes back equal enough to rebuild with."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    return isinstance(value, list | tuple) and all(_plain(item) for item in value)
+
+
+def shown_settings(
+    client: AsyncRerankClient | None,
+    *,
+    plain_only: bool = False,
+    include: Any = None,
+    exclude: Any = None,
+    exclude_none: bool = False,
+) -> dict[str, Any]:
+    """The client's options as an adapter shows them in repr and serializes them.
+
+    Leaves out ``instruction`` (the adapter's own field), secrets (config fields with
+    ``repr=False``, like ``api_key``) and, with ``plain_only``, values that are not plain
+    JSON data (an ``ssl.SSLContext``): those must be passed again when rebuilding.
+    ``include``/``exclude`` are pydantic's (sets or dicts of names).
+    """
+    if client is None:
+        return {}
+    config = client.config
+    secret = _secret_names(config)
+    shown: dict[str, Any] = {}
+    for name in client_option_names():
+        if name == "instruction" or name in secret or not hasattr(config, name):
+            continue
+        if (include is not None and name not in include) or (
+            exclude is not None and name in exclude
+        ):
+            continue
+        value = getattr(config, name)
+        if (plain_only and not _plain(value)) or (exclude_none and value is None):
+            continue
+        shown[name] = value
+    return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +272,27 @@ def select(result: RerankResult, options: RerankOptions) -> list[Placement]:
     return [Placement(item.index, rank, item.score) for rank, item in enumerate(items, 1)]
 
 
+def check_ranking(result: RerankResult, count: int, top_n: int | None) -> None:
+    """Raise :class:`RerankResponseError` unless ``result`` ranks what was asked.
+
+    That is ``min(top_n, count)`` distinct documents (all ``count`` without ``top_n``), each
+    an index into the input: a shorter or odd ranking would silently lose the caller's
+    inputs, so it is a failure of the server like any other (raised, or failed open).
+    """
+    wanted = count if top_n is None else min(top_n, count)
+    indices = [item.index for item in result.items]
+    if len(set(indices)) != len(indices) or not all(0 <= i < count for i in indices):
+        raise RerankResponseError(
+            f"the ranking has repeated or out-of-range positions for {count} documents: "
+            f"{indices[:20]}"
+        )
+    if len(indices) < wanted:
+        raise RerankResponseError(
+            f"the ranking covers {len(indices)} of the {wanted} documents asked for "
+            f"({count} sent, top_n={top_n})"
+        )
+
+
 def fall_back(count: int, options: RerankOptions, error: RerankError) -> list[Placement]:
     """Fail open (the first ``top_n`` inputs in their own order) or re-raise ``error``.
 
@@ -143,6 +319,7 @@ def rerank(
         return []
     try:
         result = client.rerank(query, texts, top_n=options.top_n, instruction=options.instruction)
+        check_ranking(result, len(texts), options.top_n)
     except RerankError as exc:
         return fall_back(len(texts), options, exc)
     return select(result, options)
@@ -158,6 +335,7 @@ async def arerank(
         result = await client.rerank(
             query, texts, top_n=options.top_n, instruction=options.instruction
         )
+        check_ranking(result, len(texts), options.top_n)
     except RerankError as exc:
         return fall_back(len(texts), options, exc)
     return select(result, options)

@@ -5,7 +5,7 @@ Needs the ``[langchain]`` extra. Policy (text, cuts, fail-open, metadata) is in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self
 
 from . import _adapters
@@ -21,7 +21,14 @@ try:
         get_async_callback_manager_for_config,
         get_callback_manager_for_config,
     )
-    from pydantic import ConfigDict, Field, PrivateAttr
+    from pydantic import (
+        ConfigDict,
+        Field,
+        PrivateAttr,
+        SerializationInfo,
+        SerializerFunctionWrapHandler,
+        model_serializer,
+    )
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise _adapters.missing_extra("langchain-core", "langchain", exc) from exc
 
@@ -38,10 +45,23 @@ class VLLMRerank(BaseDocumentCompressor):
 
     Returns copies (same ``id``, all original metadata) with ``relevance_score``,
     ``rerank_rank``, ``original_index`` and ``reranked`` added to metadata; the input is
-    never changed. Callback handlers get the custom events ``rerank_start`` and
-    ``rerank_end`` once per call. Pass ``client=`` to share one
-    :class:`~rerank_plugins.AsyncRerankClient`; else one is built from ``base_url``, ``model``,
-    ``api_key`` or the ``RERANK_*`` environment variables.
+    never changed, and a ranking that does not cover what was asked (fewer results than
+    documents) is a :class:`~rerank_plugins.RerankResponseError`: raised, or failed open with
+    ``fail_open=True``; inputs are never silently dropped. Callback handlers get the custom
+    events ``rerank_start`` and ``rerank_end`` once per call.
+
+    The client: pass ``client=`` to share one :class:`~rerank_plugins.AsyncRerankClient`
+    (the sync paths use its ``to_sync()`` twin), or its settings, from which the adapter
+    builds one: ``base_url``, ``model``, ``api_key`` (else the ``RERANK_*`` environment
+    variables) and every key of :class:`~rerank_plugins.client.ClientOptions` (``timeout``,
+    ``prompt_mode``, ``max_batch_size``, ...). Passing ``client=`` with a setting the client
+    does not have raises :class:`~rerank_plugins.RerankConfigError` naming it. Any other
+    unknown keyword raises ``TypeError`` naming it (``topn`` -> "did you mean 'top_n'?").
+
+    ``instruction`` is the adapter's: sent with every call unless the call passes its own,
+    defaulting to the client's own. The client's settings show in ``repr`` and
+    ``model_dump()``, so ``VLLMRerank(**reranker.model_dump())`` builds an equal adapter; the
+    API key never shows and is not dumped, nor are ``text_fn`` and non-JSON settings.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -69,13 +89,33 @@ class VLLMRerank(BaseDocumentCompressor):
         base_url: str | None = None,
         model: str | None = None,
         api_key: str | None = None,
-        **fields: Any,
+        **kwargs: Any,
     ) -> None:
         # The key lives only inside the client, so repr and model_dump never show it.
-        client = client or AsyncRerankClient(base_url, model, api_key)
-        fields.update(client=client, base_url=client.config.base_url, model=client.config.model)
-        super().__init__(**fields)
+        kwargs.update(base_url=base_url, model=model, api_key=api_key)
+        name = type(self).__name__
+        super().__init__(**_adapters.prepare_fields(name, type(self).model_fields, client, kwargs))
         self._options(None)  # fail at construction on bad settings
+
+    @model_serializer(mode="wrap")
+    def _dump_with_settings(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        data.update(
+            _adapters.shown_settings(
+                self.__dict__.get("client"),
+                plain_only=True,
+                include=info.include,
+                exclude=info.exclude,
+                exclude_none=info.exclude_none,
+            )
+        )
+        return data
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield from super().__repr_args__()
+        yield from _adapters.shown_settings(self.__dict__.get("client")).items()
 
     def with_instruction(self, instruction: str | None) -> Self:
         """A copy using another instruction, sharing this one's clients."""

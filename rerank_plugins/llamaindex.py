@@ -15,7 +15,13 @@ from ._adapters import ADDED_KEYS, RETRIEVAL_SCORE_KEY, Placement, RerankOptions
 from .client import AsyncRerankClient, RerankClient
 
 try:
-    from llama_index.core.bridge.pydantic import Field, PrivateAttr
+    from llama_index.core.bridge.pydantic import (
+        Field,
+        PrivateAttr,
+        SerializationInfo,
+        SerializerFunctionWrapHandler,
+        model_serializer,
+    )
     from llama_index.core.callbacks import CBEventType, EventPayload
 
     # Re-exported from llama-index-instrumentation without __all__ in newer releases.
@@ -46,9 +52,23 @@ class VLLMRerank(BaseNodePostprocessor):
     Returns new ``NodeWithScore`` objects over copies of the nodes: ``score`` is the rerank
     score, metadata gains ``retrieval_score`` (the retriever's score), ``rerank_rank``,
     ``original_index`` and ``reranked``; these keys are hidden from the LLM and embedding
-    text. The caller's nodes are never changed. Pass ``client=`` to share one
-    :class:`~rerank_plugins.AsyncRerankClient`; else one is built from ``base_url``, ``model``,
-    ``api_key`` or the ``RERANK_*`` environment variables.
+    text. The caller's nodes are never changed, and a ranking that does not cover what was
+    asked (fewer results than documents) is a :class:`~rerank_plugins.RerankResponseError`:
+    raised, or failed open with ``fail_open=True``; inputs are never silently dropped.
+
+    The client: pass ``client=`` to share one :class:`~rerank_plugins.AsyncRerankClient`
+    (the sync paths use its ``to_sync()`` twin), or its settings, from which the adapter
+    builds one: ``base_url``, ``model``, ``api_key`` (else the ``RERANK_*`` environment
+    variables) and every key of :class:`~rerank_plugins.client.ClientOptions` (``timeout``,
+    ``prompt_mode``, ``max_batch_size``, ...). Passing ``client=`` with a setting the client
+    does not have raises :class:`~rerank_plugins.RerankConfigError` naming it. Any other
+    unknown keyword raises ``TypeError`` naming it (``topn`` -> "did you mean 'top_n'?").
+
+    ``instruction`` is the adapter's: sent with every call, defaulting to the client's own.
+    The client's settings show in ``repr`` and are serialized by ``to_dict``/``to_json``, so
+    ``VLLMRerank.from_dict(reranker.to_dict())`` builds an equal adapter; the API key never
+    shows and is not serialized (pass ``api_key=`` to ``from_dict`` or set
+    ``RERANK_API_KEY``), nor are ``text_fn``, ``callback_manager`` and non-JSON settings.
     """
 
     top_n: int | None = Field(default=None, description="Nodes to return; None keeps all.")
@@ -74,13 +94,37 @@ class VLLMRerank(BaseNodePostprocessor):
         base_url: str | None = None,
         model: str | None = None,
         api_key: str | None = None,
-        **fields: Any,
+        **kwargs: Any,
     ) -> None:
         # The key lives only inside the client, so repr, to_dict and to_json never show it.
-        client = client or AsyncRerankClient(base_url, model, api_key)
-        fields.update(client=client, base_url=client.config.base_url, model=client.config.model)
-        super().__init__(**fields)
+        kwargs.update(base_url=base_url, model=model, api_key=api_key)
+        name = type(self).__name__
+        super().__init__(**_adapters.prepare_fields(name, type(self).model_fields, client, kwargs))
         self._options()  # fail at construction on bad settings
+
+    @model_serializer(mode="wrap")
+    def custom_model_dump(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        """Fields, then the client's settings (no key), then ``class_name``."""
+        data: dict[str, Any] = super().custom_model_dump(handler, info)
+        class_name = data.pop("class_name", None)
+        data.update(
+            _adapters.shown_settings(
+                self.__dict__.get("client"),
+                plain_only=True,
+                include=info.include,
+                exclude=info.exclude,
+                exclude_none=info.exclude_none,
+            )
+        )
+        if class_name is not None:
+            data["class_name"] = class_name
+        return data
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield from super().__repr_args__()
+        yield from _adapters.shown_settings(self.__dict__.get("client")).items()
 
     @classmethod
     def class_name(cls) -> str:

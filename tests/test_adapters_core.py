@@ -15,6 +15,7 @@ from rerank_plugins import (
     RerankConnectionError,
     RerankInputError,
     RerankItem,
+    RerankResponseError,
     RerankResult,
     RerankStatusError,
     Usage,
@@ -23,6 +24,9 @@ from rerank_plugins._adapters import (
     Placement,
     RerankOptions,
     arerank,
+    check_ranking,
+    client_option_names,
+    client_setting_names,
     document_text,
     fall_back,
     rerank,
@@ -94,6 +98,69 @@ def test_fall_back_fails_open_in_input_order(caplog: pytest.LogCaptureFixture) -
 def test_fall_back_never_hides_input_errors() -> None:
     with pytest.raises(RerankInputError):
         fall_back(3, RerankOptions(fail_open=True), RerankInputError("query is empty"))
+
+
+def _ranking(*indices: int) -> RerankResult:
+    items = tuple(RerankItem(i, 1.0 - n / 10, f"doc{i}") for n, i in enumerate(indices))
+    return RerankResult(items, "m", Usage(), "rid")
+
+
+def test_check_ranking_accepts_what_was_asked() -> None:
+    check_ranking(_ranking(2, 0, 1), 3, None)
+    check_ranking(_ranking(2, 0), 3, 2)
+    check_ranking(_ranking(1, 0), 2, 5)  # top_n beyond the input
+    check_ranking(_ranking(), 0, None)
+
+
+@pytest.mark.parametrize(
+    ("indices", "count", "top_n", "message"),
+    [
+        ((2, 0), 3, None, "covers 2 of the 3"),
+        ((2,), 3, 2, "covers 1 of the 2"),
+        ((0, 0, 1), 3, None, "repeated or out-of-range"),
+        ((0, 3, 1), 3, None, "repeated or out-of-range"),
+        ((0, -1, 1), 3, None, "repeated or out-of-range"),
+    ],
+)
+def test_check_ranking_rejects_lost_inputs(
+    indices: tuple[int, ...], count: int, top_n: int | None, message: str
+) -> None:
+    with pytest.raises(RerankResponseError, match=message):
+        check_ranking(_ranking(*indices), count, top_n)
+
+
+class _ShortClient:
+    """Stands in for both clients: ranks all but the last document."""
+
+    def rerank(self, query: str, texts: list[str], **kwargs: object) -> RerankResult:
+        return _ranking(*range(len(texts) - 1))
+
+
+class _ShortAsyncClient:
+    async def rerank(self, query: str, texts: list[str], **kwargs: object) -> RerankResult:
+        return _ranking(*range(len(texts) - 1))
+
+
+async def test_short_ranking_raises_or_fails_open_never_drops() -> None:
+    texts = ["a", "b", "c"]
+    short, ashort = _ShortClient(), _ShortAsyncClient()
+    with pytest.raises(RerankResponseError):
+        rerank(short, "q", texts, RerankOptions())  # type: ignore[arg-type]
+    with pytest.raises(RerankResponseError):
+        await arerank(ashort, "q", texts, RerankOptions())  # type: ignore[arg-type]
+    options = RerankOptions(fail_open=True)
+    expected = [Placement(0, 1, None), Placement(1, 2, None), Placement(2, 3, None)]
+    assert rerank(short, "q", texts, options) == expected  # type: ignore[arg-type]
+    assert await arerank(ashort, "q", texts, options) == expected  # type: ignore[arg-type]
+
+
+def test_setting_names_follow_client_options() -> None:
+    from rerank_plugins.client import ClientOptions
+
+    keys = ClientOptions.__required_keys__ | ClientOptions.__optional_keys__
+    assert set(client_option_names()) == keys
+    assert len(client_option_names()) == len(keys)
+    assert client_setting_names()[:3] == ("base_url", "model", "api_key")
 
 
 def test_document_text_layouts() -> None:

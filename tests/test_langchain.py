@@ -263,10 +263,17 @@ async def test_one_client_shared_with_llamaindex(client: AsyncRerankClient) -> N
 
 def test_repr_dump_and_pickle_hide_api_key(minilm_server: Any) -> None:
     reranker = VLLMRerank(
-        base_url=minilm_server.base_url, model=minilm_server.model_name, api_key="s3cret"
+        base_url=minilm_server.base_url,
+        model=minilm_server.model_name,
+        api_key="s3cret",
+        max_batch_size=2,  # four documents go out in two batches
     )
     assert "s3cret" not in repr(reranker) and "s3cret" not in str(reranker.model_dump())
     assert reranker.client.config.api_key == "s3cret"
-    reranker.compress_documents(make_docs(), QUERY)
+    assert reranker.model_dump()["max_batch_size"] == 2
+    assert reranker.compress_documents(make_docs(), QUERY)[0].id == f"d{JSON_DOC}"
     unpickled = pickle.loads(pickle.dumps(reranker))
+    assert unpickled.client.config.max_batch_size == 2
     assert unpickled.compress_documents(make_docs(), QUERY)[0].id == f"d{JSON_DOC}"
+    rebuilt = VLLMRerank(**reranker.model_dump())
+    assert rebuilt.client.config.max_batch_size == 2 and rebuilt.client.config.api_key is None

@@ -282,17 +282,27 @@ async def test_fail_open(use_async: bool, events: Recorder, caplog: pytest.LogCa
 
 def test_serialization_hides_api_key(minilm_server: Any) -> None:
     reranker = VLLMRerank(
-        base_url=minilm_server.base_url, model=minilm_server.model_name, api_key="s3cret", top_n=2
+        base_url=minilm_server.base_url,
+        model=minilm_server.model_name,
+        api_key="s3cret",
+        top_n=2,
+        max_batch_size=2,  # client settings reach the client and survive to_dict/from_dict
+        timeout=30.0,
     )
     for text in (repr(reranker), str(reranker.to_dict()), reranker.to_json()):
         assert "s3cret" not in text
     assert reranker.to_dict()["class_name"] == "VLLMRerank"
+    assert reranker.to_dict()["max_batch_size"] == 2
     rebuilt = VLLMRerank.from_dict(reranker.to_dict())
     assert (rebuilt.base_url, rebuilt.model, rebuilt.top_n) == (
         reranker.base_url,
         minilm_server.model_name,
         2,
     )
+    assert (rebuilt.client.config.max_batch_size, rebuilt.client.config.timeout) == (2, 30.0)
+    assert rebuilt.client.config.api_key is None  # the key is never serialized
+    out = rebuilt.postprocess_nodes(make_nodes(), query_str=QUERY)  # four documents, two batches
+    assert out[0].node.node_id == f"n{JSON_DOC}"
     reranker.postprocess_nodes(make_nodes(), query_str=QUERY)  # makes the sync twin
     unpickled = pickle.loads(pickle.dumps(reranker))
     out = unpickled.postprocess_nodes(make_nodes(), query_str=QUERY)
