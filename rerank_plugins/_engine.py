@@ -316,6 +316,8 @@ class Engine:
             _detect.needs_template(model, root),
             self.base_url,
         )
+        if mode == "client":
+            await self._check_chat_tokens(model, deadline_at)
         if detection.formats_prompt is None:
             self._warn_once("detect", "rerank_plugins: %s", why)
         else:
@@ -331,6 +333,25 @@ class Engine:
             prompt_detection=why,
             auth_enforced=auth_enforced,
         )
+
+    async def _check_chat_tokens(self, model: str, deadline_at: float | None) -> None:
+        """Refuse client-side formatting for a model whose tokenizer lacks Qwen's chat tokens.
+
+        Such a model was not trained on the prompt: MiniLM wrapped in it scores nonsense.
+        """
+        marker = "<|im_start|>"
+        try:
+            tokens = await self._tokens(model, marker, deadline_at)
+        except RerankStatusError as exc:
+            if exc.status_code in _NO_ROUTE:
+                return  # no tokenizer to ask: trust the setting
+            raise
+        if len(tokens) != 1:
+            raise RerankConfigError(
+                f"prompt_mode='client' formats Qwen3-Reranker's prompt, but the tokenizer of "
+                f"{model!r} at {self.base_url} splits {marker!r} into {len(tokens)} tokens: "
+                "it is not a Qwen3-Reranker. Set prompt_mode='auto'."
+            )
 
     async def _probe(
         self, model: str, deadline_at: float | None

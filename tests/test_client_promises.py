@@ -125,8 +125,9 @@ async def test_documents_that_fit_cost_one_request_per_batch_and_no_tokenize(syn
         result = client.rerank("q", docs) if sync else await client.rerank("q", docs)
         assert sorted(result.indices) == list(range(10))
     paths = [r.url.path for r in seen if not is_probe(r)]
-    # Once per client: /version and /v1/models (and the probe); then 3 batches per call.
-    assert paths == ["/version", "/v1/models"] + ["/v2/rerank"] * 9
+    # Once per client: /version, /v1/models, the probe and (client-side formatting only) a
+    # check that the tokenizer has Qwen's chat markers; then exactly 3 batches per call.
+    assert paths == ["/version", "/v1/models", "/tokenize"] + ["/v2/rerank"] * 9
 
 
 async def test_only_documents_that_may_overflow_are_tokenized():

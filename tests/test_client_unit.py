@@ -49,6 +49,11 @@ def fake_server(version="0.32.0", model="m", max_model_len=None, rerank=None, te
             return httpx.Response(
                 200, json={"data": [{"id": model, "root": model, "max_model_len": max_model_len}]}
             )
+        if path == "/tokenize":
+            text = json.loads(request.content)["prompt"]
+            # Qwen tokenizers keep their chat markers whole; others split them.
+            count = 1 if text == "<|im_start|>" and "qwen3" in model else len(text.split()) + 4
+            return httpx.Response(200, json={"tokens": list(range(count))})
         if is_probe(request):
             tokens = 2 + (60 if templated else 0)
             return httpx.Response(
