@@ -121,6 +121,8 @@ class _Connections:
         self._transport = transport
         self._user_http = http_client
         self._own: httpx.AsyncClient | None = None
+        # Per request, not on the pool: a caller's own http_client gets the key as well.
+        self.auth = _BearerAuth(config.api_key) if config.api_key else None
         self.slots: asyncio.Semaphore | None = None
         self.info_lock: asyncio.Lock | None = None
 
@@ -135,7 +137,6 @@ class _Connections:
                 trust_env=config.trust_env,
                 timeout=httpx.Timeout(config.timeout, pool=None),
                 limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-                auth=_BearerAuth(config.api_key) if config.api_key else None,
                 headers={"User-Agent": _USER_AGENT},
             )
         if self.slots is None:
@@ -260,7 +261,7 @@ class Engine:
                         url,
                         content=content,
                         headers=headers,
-                        auth=httpx.USE_CLIENT_DEFAULT if auth else None,
+                        auth=connections.auth if auth else None,
                     )
             except TimeoutError:
                 if timer.expired():

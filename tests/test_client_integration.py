@@ -228,7 +228,7 @@ def test_empty_list_error_of_the_server_is_read(minilm_server):
         f"{minilm_server.base_url}/rerank",
         json={"model": minilm_server.model_name, "query": "q", "documents": []},
     )
-    error = status_error(str(response.url), response.status_code, response.text)
+    error = status_error("POST", str(response.url), response.status_code, response.text)
     assert error.status_code == 400
     assert "at least one" in error.server_message.lower()
     assert RerankClient(minilm_server.base_url).rerank("q", []).items == ()
