@@ -16,8 +16,11 @@ Fixtures (each server fixture yields a ``ServerHandle`` with ``.base_url``, ``.m
                             ``family="qwen3-reranker"`` and defaults otherwise (template).
 - ``minilm_server``         all-MiniLM-L6-v2 (no template needed), max_model_len 256.
 - ``tls_server``            tiny model, defaults, HTTPS with a session-made CA; requires a client
-                            certificate: ``httpx.post(..., verify=str(s.ca_path),
-                            cert=s.client_cert)``. ``.client_cert`` is (cert_path, key_path).
+                            certificate. ``.ca_path`` (CA file), ``.client_cert`` (cert_path,
+                            key_path), ``.ssl_context()`` (both loaded): ``httpx.post(...,
+                            verify=s.ssl_context())`` (httpx 0.28's ``post`` takes no
+                            ``cert=``, and ``Client(verify=<path>, cert=...)`` silently drops
+                            the certificate: load both into one context).
                             Served as "tiny-qwen3-reranker-tls"; base_url is ``https://``.
 - ``victim_server``         tiny model, defaults, for reliability tests: ``.pause()`` (SIGSTOP),
                             ``.resume()`` (SIGCONT), ``.kill()`` (SIGKILL, reaped), ``.restart()``

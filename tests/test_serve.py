@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -722,9 +723,7 @@ def http_kwargs(server) -> dict:
     if server.api_key:
         kwargs["headers"] = {"Authorization": f"Bearer {server.api_key}"}
     if server.ca_path is not None:
-        kwargs["verify"] = str(server.ca_path)
-    if server.client_cert is not None:
-        kwargs["cert"] = server.client_cert
+        kwargs["verify"] = server.ssl_context()  # the CA and the client certificate
     return kwargs
 
 
@@ -855,15 +854,19 @@ def test_tls_server_needs_the_ca_and_a_client_certificate(tls_server):
     assert server.base_url.startswith("https://127.0.0.1:")
     body = {"model": server.model_name, "query": "q", "documents": ["a", "b"]}
     url = f"{server.base_url}/rerank"
-    ok = httpx.post(url, json=body, verify=str(server.ca_path), cert=server.client_cert)
+    ok = httpx.post(url, json=body, verify=server.ssl_context())
     assert ok.status_code == 200, ok.text
     assert sorted(r["index"] for r in ok.json()["results"]) == [0, 1]
     # No client certificate: the server ends the handshake (TLS 1.3 reports it on first read).
     with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
-        httpx.post(url, json=body, verify=str(server.ca_path))
-    # The system CAs do not know the session CA: the client refuses the server.
+        httpx.post(url, json=body, verify=server.ssl_context(client_cert=False))
+    # Default verification (system CAs) does not know the session CA: the client refuses.
+    default = ssl.create_default_context()
+    default.load_cert_chain(*server.client_cert)
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-        httpx.post(url, json=body, cert=server.client_cert)
+        httpx.post(url, json=body, verify=default)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.post(url, json=body)
     # Plain HTTP to the TLS port gets no answer.
     with pytest.raises(httpx.HTTPError):
         httpx.post(url.replace("https://", "http://"), json=body)

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -281,8 +282,8 @@ class ServerHandle:
     startup_seconds: float | None = None
     startup_exact: bool = False
     error: BaseException | None = None
-    # TLS servers: the CA that signed the server's certificate (verify=ca_path) and the
-    # client certificate the server requires, as (cert_path, key_path) (cert=client_cert).
+    # TLS servers: the CA that signed the server's certificate and the client certificate the
+    # server requires, as (cert_path, key_path); ssl_context() combines both for httpx.
     ca_path: Path | None = None
     client_cert: tuple[str, str] | None = None
     restarts: int = 0
@@ -371,9 +372,28 @@ class ServerHandle:
         return self._paused
 
     def pause(self) -> None:
-        """SIGSTOP the server's process group: connections are accepted, nothing answers."""
+        """SIGSTOP the server's process group: connections are accepted, nothing answers.
+
+        Returns once the kernel reports the server stopped (state T), not just signalled.
+        """
         self._signal(signal.SIGSTOP)
         self._paused = True
+        pid = self._started().pid
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and _proc_state(pid) not in ("T", "t", None):
+            time.sleep(0.01)
+
+    def ssl_context(self, client_cert: bool = True) -> ssl.SSLContext:
+        """An SSL context trusting this server's CA, with the client certificate loaded.
+
+        httpx 0.28 takes no ``cert=`` in ``httpx.get``/``post``: pass ``verify=ctx`` instead.
+        """
+        if self.ca_path is None:
+            raise ServeError(f"server {self.name} does not serve TLS")
+        ctx = ssl.create_default_context(cafile=str(self.ca_path))
+        if client_cert and self.client_cert is not None:
+            ctx.load_cert_chain(*self.client_cert)
+        return ctx
 
     def resume(self) -> None:
         """SIGCONT the process group after ``pause`` (a no-op if it is not paused)."""
@@ -408,6 +428,16 @@ class ServerHandle:
             self.server = VLLMServer(cfg).start()
             self.restarts += 1
         return self.wait(timeout)
+
+
+def _proc_state(pid: int | None) -> str | None:
+    """The one-letter state of a process from /proc (None if it is gone or unknown)."""
+    if pid is None:
+        return None
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _prune_logs() -> None:
