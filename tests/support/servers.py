@@ -418,9 +418,8 @@ class ServerHandle:
         with self._lock:
             old = self._started()
             port = old.resolved.port
-            if old.is_running():
-                self.resume()
-                old.stop()
+            self.resume()
+            old.stop()  # idempotent: also reaps and cleans up a server that died or was killed
             self._ready = False
             self.error = None
             cfg = dataclasses.replace(self.config, port=port)
