@@ -447,6 +447,26 @@ class Endpoint(Protocol[R_co]):
 
     def empty(self, model: str, request_id: str) -> R_co: ...
 
+    def every(self) -> Endpoint[R_co]: ...
+
+    def scores(self, parts: Sequence[Any], count: int) -> list[float]: ...
+
+    def from_scores(
+        self,
+        scores: Sequence[float],
+        originals: Sequence[str],
+        model: str,
+        usage: Usage,
+        request_id: str,
+    ) -> R_co: ...
+
+
+def usage_and_model(
+    parts: Sequence[tuple[Any, Usage, str | None]], model: str
+) -> tuple[Usage, str]:
+    """Summed usage of a call's parts, and the model the server says it used."""
+    return _served(parts, model)
+
 
 def _served(parts: Sequence[tuple[Any, Usage, str | None]], model: str) -> tuple[Usage, str]:
     usage = sum((p[1] for p in parts), Usage())
@@ -476,6 +496,25 @@ class RerankEndpoint:
     def empty(self, model: str, request_id: str) -> RerankResult:
         return RerankResult((), model, Usage(), request_id)
 
+    def every(self) -> RerankEndpoint:
+        """The same route asked for every score (a cache needs each pair's)."""
+        return RerankEndpoint(self.path, None)
+
+    def scores(self, parts: Sequence[Any], count: int) -> list[float]:
+        by_index = {item.index: item.score for part in parts for item in part[0]}
+        return [by_index[i] for i in range(count)]
+
+    def from_scores(
+        self,
+        scores: Sequence[float],
+        originals: Sequence[str],
+        model: str,
+        usage: Usage,
+        request_id: str,
+    ) -> RerankResult:
+        items = [RerankItem(i, s, originals[i]) for i, s in enumerate(scores)]
+        return RerankResult(merge_rankings([items], self.top_n), model, usage, request_id)
+
 
 @dataclass(frozen=True, slots=True)
 class ScoreEndpoint:
@@ -497,3 +536,19 @@ class ScoreEndpoint:
 
     def empty(self, model: str, request_id: str) -> ScoreResult:
         return ScoreResult((), model, Usage(), request_id)
+
+    def every(self) -> ScoreEndpoint:
+        return self
+
+    def scores(self, parts: Sequence[Any], count: int) -> list[float]:
+        return [s for part in parts for s in part[0]]
+
+    def from_scores(
+        self,
+        scores: Sequence[float],
+        originals: Sequence[str],
+        model: str,
+        usage: Usage,
+        request_id: str,
+    ) -> ScoreResult:
+        return ScoreResult(tuple(scores), model, usage, request_id)

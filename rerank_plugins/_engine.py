@@ -22,6 +22,7 @@ import httpx
 from . import _core, _detect, prompts
 from ._loop import IOLoop
 from ._parse import json_object, usage_tokens
+from .cache import ScoreCache, pair_key, pair_prefix
 from .config import RerankConfig
 from .errors import (
     RerankConfigError,
@@ -31,7 +32,8 @@ from .errors import (
     RerankStatusError,
     RerankTimeoutError,
 )
-from .types import PreparedCall, ServerInfo
+from .telemetry import SILENT, CallScope, instruments
+from .types import PreparedCall, ServerInfo, Usage
 
 __all__ = ["Engine", "ProgressCallback"]
 
@@ -96,9 +98,10 @@ def _is_dir(path: str) -> bool:
 
 @dataclass
 class _Activity:
-    """What a call is doing now, for the message of a deadline error."""
+    """What a call is doing now (for a deadline error's message) and who watches it."""
 
     now: str = "starting"
+    scope: CallScope = SILENT
 
 
 _ACTIVITY: contextvars.ContextVar[_Activity] = contextvars.ContextVar("rerank_activity")
@@ -173,6 +176,9 @@ class Engine:
         self.io = IOLoop("rerank-plugins-io")
         self._connections = _Connections(config, transport, http_client)
         self._warned: set[str] = set()
+        self._instruments = instruments(config.metrics, config.tracing)
+        # Pairs being fetched by some call: identical concurrent misses wait for one request.
+        self._inflight: dict[str, asyncio.Future[float]] = {}
         # Closes the pool and stops the thread once no facade holds the engine (or at exit).
         weakref.finalize(self, self.io.stop, self._connections.aclose)
 
@@ -215,32 +221,40 @@ class Engine:
                 activity.now = f"{method} {url}"
             retry_after = None
             error: RerankError
+            scope = activity.scope if activity is not None else SILENT
+            reason = "timeout"
             try:
                 response = await self._exchange(method, url, content, headers, auth)
             except _RequestTimedOut:
+                scope.request("timeout")
                 error = RerankTimeoutError(
                     f"{method} {url} got no complete answer within timeout="
                     f"{self.config.timeout:g}s",
                     url=url,
                 )
             except httpx.TransportError as exc:
+                scope.request("transport_error")
+                reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
                 error = _transport_error(method, url, exc)
                 if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                     raise error from exc  # another try cannot fix a certificate
                 error.__cause__ = exc
             else:
+                scope.request(f"{response.status_code // 100}xx")
                 if response.is_success:
                     return response.text
                 error = _core.status_error(method, url, response.status_code, response.text)
                 if response.status_code not in _core.RETRY_STATUSES:
                     raise error
                 retry_after = response.headers.get("retry-after")
+                reason = str(response.status_code)
             attempt += 1
             delay = _core.next_retry_delay(
                 self.config, attempt, retry_after, deadline_at, loop.time()
             )
             if delay is None:
                 raise error
+            scope.retry(reason)
             logger.debug("retry %d of %s %s in %.2fs: %s", attempt, method, url, delay, error)
             await asyncio.sleep(delay)
 
@@ -404,11 +418,19 @@ class Engine:
         request_id: str,
     ) -> R:
         """Run one call under the deadline (the whole call, not one read)."""
-        result: R = await self._bounded(
-            lambda deadline_at: self._call(
-                endpoint, query, docs, instruction, on_progress, request_id, deadline_at
+        model = self.config.model or (self.info.model if self.info else "") or "unknown"
+        scope = self._instruments.start_call(endpoint.path, model, len(docs))
+        try:
+            result: R = await self._bounded(
+                lambda deadline_at: self._call(
+                    endpoint, query, docs, instruction, on_progress, request_id, deadline_at
+                ),
+                scope,
             )
-        )
+        except BaseException as exc:
+            scope.finish(exc)
+            raise
+        scope.finish(None)
         return result
 
     async def render(self, query: str, docs: list[str], instruction: str | None) -> PreparedCall:
@@ -427,9 +449,9 @@ class Engine:
         info: ServerInfo = await self._bounded(self.server_info)
         return info
 
-    async def _bounded(self, work: Callable[[float | None], Any]) -> Any:
+    async def _bounded(self, work: Callable[[float | None], Any], scope: CallScope = SILENT) -> Any:
         deadline = self.config.deadline
-        activity = _Activity()
+        activity = _Activity(scope=scope)
         token = _ACTIVITY.set(activity)
         try:
             if deadline is None:
@@ -462,28 +484,217 @@ class Engine:
         model = self.config.model or info.model
         limiter = asyncio.Semaphore(self.config.max_concurrency)
         call = await self._prepare(info, query, docs, instruction, limiter, deadline_at)
+        cache = self.config.cache
+        if cache is None:
+            parts = await self._send_batches(
+                endpoint, model, call, docs, limiter, request_id, on_progress, deadline_at
+            )
+            return endpoint.result(parts, model, request_id)
+        keys = self._pair_keys(info, call)
+        scores: list[float | None] = await self._cache_get(cache, keys)
+        misses = [i for i, score in enumerate(scores) if score is None]
+        _ACTIVITY.get().scope.cache(len(keys) - len(misses), len(misses))
+        usage = Usage()
+        served = model
+        if misses:
+            fetched, usage, served = await self._fetch_once(
+                endpoint,
+                model,
+                call,
+                docs,
+                keys,
+                misses,
+                limiter,
+                request_id,
+                on_progress,
+                deadline_at,
+            )
+            for i, score in zip(misses, fetched, strict=True):
+                scores[i] = score
+            await self._cache_set(cache, {keys[i]: fetched[n] for n, i in enumerate(misses)})
+        elif on_progress is not None:
+            on_progress(1, 1)
+        return endpoint.from_scores(
+            [s for s in scores if s is not None], docs, served, usage, request_id
+        )
+
+    async def _send_batches(
+        self,
+        endpoint: _core.Endpoint[R],
+        model: str,
+        call: PreparedCall,
+        originals: Sequence[str],
+        limiter: asyncio.Semaphore,
+        request_id: str,
+        on_progress: ProgressCallback | None,
+        deadline_at: float | None,
+    ) -> list[Any]:
+        """Every batch of ``call``, at most ``max_concurrency`` in flight; parsed parts."""
         batches = _core.plan_batches(call.documents, self.config.max_batch_size)
         url = self.base_url + endpoint.path
+        scope = _ACTIVITY.get().scope
         done = 0
 
         async def run(number: int, batch: _core.Batch) -> Any:
             nonlocal done
             async with limiter:
-                body = await self.send(
-                    "POST",
-                    endpoint.path,
-                    endpoint.payload(model, call, batch),
-                    f"{request_id}-{number}",
-                    deadline_at,
-                )
-            part = endpoint.parse(url, body, batch, docs)
+                with scope.batch(len(batch.texts)):
+                    body = await self.send(
+                        "POST",
+                        endpoint.path,
+                        endpoint.payload(model, call, batch),
+                        f"{request_id}-{number}",
+                        deadline_at,
+                    )
+            part = endpoint.parse(url, body, batch, originals)
             done += 1
             if on_progress is not None:
                 on_progress(done, len(batches))
             return part
 
-        parts = await _gather([run(n, b) for n, b in enumerate(batches)])
-        return endpoint.result(parts, model, request_id)
+        return await _gather([run(n, b) for n, b in enumerate(batches)])
+
+    # -- the score cache ----------------------------------------------------------------
+
+    def _pair_keys(self, info: ServerInfo, call: PreparedCall) -> list[str]:
+        config = self.config
+        prefix = pair_prefix(
+            [
+                config.base_url,
+                list(info.version or ()),
+                info.model,
+                info.model_root,
+                info.max_model_len,
+                call.mode,
+                info.formats_prompt,
+                info.added_tokens,
+                call.instruction,
+                config.truncate,
+                call.query,
+            ]
+        )
+        return [pair_key(prefix, doc) for doc in call.documents]
+
+    async def _cache_get(self, cache: ScoreCache, keys: list[str]) -> list[float | None]:
+        try:
+            async with asyncio.timeout(cache.timeout):
+                found = await cache.get_many(keys)
+            if len(found) != len(keys):
+                raise ValueError(f"{len(found)} values for {len(keys)} keys")
+            return [
+                s if isinstance(s, int | float) and not isinstance(s, bool) else None for s in found
+            ]
+        except Exception as exc:  # a cache never fails a call
+            self._cache_failed("lookup", cache, exc)
+            return [None] * len(keys)
+
+    async def _cache_set(self, cache: ScoreCache, scores: dict[str, float]) -> None:
+        try:
+            async with asyncio.timeout(cache.timeout):
+                await cache.set_many(scores)
+        except Exception as exc:  # a cache never fails a call
+            self._cache_failed("store", cache, exc)
+
+    def _cache_failed(self, what: str, cache: ScoreCache, exc: Exception) -> None:
+        _ACTIVITY.get().scope.cache_error()
+        self._warn_once(
+            "cache",
+            "rerank_plugins: cache %s failed (%s: %s) on %r; calls go to the server until it "
+            "answers again (counted in rerank_cache_errors, warned once)",
+            what,
+            type(exc).__name__,
+            exc,
+            cache,
+        )
+
+    async def _fetch_once(
+        self,
+        endpoint: _core.Endpoint[R],
+        model: str,
+        call: PreparedCall,
+        docs: list[str],
+        keys: list[str],
+        misses: list[int],
+        limiter: asyncio.Semaphore,
+        request_id: str,
+        on_progress: ProgressCallback | None,
+        deadline_at: float | None,
+    ) -> tuple[list[float], Usage, str]:
+        """Scores of the missed pairs; a pair another call is fetching is waited for."""
+        loop = asyncio.get_running_loop()
+        owned: list[int] = []
+        waiting: list[tuple[int, asyncio.Future[float]]] = []
+        futures: dict[str, asyncio.Future[float]] = {}
+        for i in misses:
+            future = self._inflight.get(keys[i])
+            if future is not None:
+                waiting.append((i, future))
+            else:
+                future = loop.create_future()
+                future.add_done_callback(_retrieve)
+                self._inflight[keys[i]] = futures[keys[i]] = future
+                owned.append(i)
+        usage, served = Usage(), model
+        scores: dict[int, float] = {}
+        try:
+            if owned:
+                sub = PreparedCall(
+                    call.query, tuple(call.documents[i] for i in owned), call.instruction, call.mode
+                )
+                every = endpoint.every()
+                parts = await self._send_batches(
+                    every,
+                    model,
+                    sub,
+                    [docs[i] for i in owned],
+                    limiter,
+                    request_id,
+                    on_progress,
+                    deadline_at,
+                )
+                fetched = every.scores(parts, len(owned))
+                usage, served = _core.usage_and_model(parts, model)
+                for i, score in zip(owned, fetched, strict=True):
+                    scores[i] = score
+                    if not futures[keys[i]].done():
+                        futures[keys[i]].set_result(score)
+        except BaseException as exc:
+            for future in futures.values():
+                if not future.done():
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+            raise
+        finally:
+            for key, future in futures.items():
+                if self._inflight.get(key) is future:
+                    del self._inflight[key]
+        refetch = []
+        for i, future in waiting:
+            try:
+                scores[i] = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not future.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                refetch.append(i)  # the call fetching it was cancelled: fetch it here
+        if refetch:
+            more, more_usage, _ = await self._fetch_once(
+                endpoint,
+                model,
+                call,
+                docs,
+                keys,
+                refetch,
+                limiter,
+                request_id,
+                None,
+                deadline_at,
+            )
+            scores.update(zip(refetch, more, strict=True))
+            usage += more_usage
+        return [scores[i] for i in misses], usage, served
 
     # -- prompt mode and truncation -----------------------------------------------------
 
@@ -577,6 +788,12 @@ class Engine:
     def with_info(self, info: ServerInfo | None) -> None:
         """Adopt what another engine learnt (unpickling)."""
         self.info = info if info is None else replace(info)
+
+
+def _retrieve(future: asyncio.Future[float]) -> None:
+    # Mark a failed shared fetch as seen even when no other call waited for it.
+    if not future.cancelled():
+        future.exception()
 
 
 async def _gather(coros: Sequence[Any]) -> list[Any]:

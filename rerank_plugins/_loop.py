@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -47,9 +48,46 @@ class IOLoop:
         """Whether the caller runs on this loop's thread (where blocking on it would hang)."""
         return self._thread is not None and threading.current_thread() is self._thread
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule ``coro`` on the loop; cancelling the future cancels the task."""
-        return asyncio.run_coroutine_threadsafe(coro, self._running_loop())
+    def submit(
+        self, coro: Coroutine[Any, Any, T], context: contextvars.Context | None = None
+    ) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the loop in ``context``; cancelling the future cancels the task.
+
+        The caller's context (copied) carries its context variables into the call, so a
+        tracing span open in the caller is the parent of the call's span.
+        """
+        loop = self._running_loop()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        # The future stays pending while the task runs (as in run_coroutine_threadsafe), so
+        # the caller can still cancel it; it is marked running only to take the outcome.
+        def start() -> None:
+            if future.cancelled():
+                coro.close()
+                return
+            task = loop.create_task(coro, context=context)
+
+            def finished(task: asyncio.Task[T]) -> None:
+                if task.cancelled():
+                    future.cancel()
+                    return
+                if not future.set_running_or_notify_cancel():
+                    return
+                if (error := task.exception()) is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(task.result())
+
+            task.add_done_callback(finished)
+
+            def cancel_task(done: concurrent.futures.Future[T]) -> None:
+                if done.cancelled():
+                    loop.call_soon_threadsafe(task.cancel)
+
+            future.add_done_callback(cancel_task)
+
+        loop.call_soon_threadsafe(start)
+        return future
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and block until it is done (sync callers)."""
@@ -59,7 +97,7 @@ class IOLoop:
                 "a sync rerank call was made from the client's own I/O thread "
                 "(e.g. inside on_progress); use the async client there"
             )
-        future = self.submit(coro)
+        future = self.submit(coro, contextvars.copy_context())
         try:
             return future.result()
         except BaseException:
@@ -68,7 +106,7 @@ class IOLoop:
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and await it from the caller's own loop."""
-        return await asyncio.wrap_future(self.submit(coro))
+        return await asyncio.wrap_future(self.submit(coro, contextvars.copy_context()))
 
     def stop(self, final: Callable[[], Awaitable[None]] | None = None, wait: bool = True) -> None:
         """Run ``final`` on the loop (closing the pool), then stop the loop and its thread."""

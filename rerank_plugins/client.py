@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Self, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
 
 import httpx
 
@@ -18,6 +18,10 @@ from . import _core
 from ._engine import Engine, ProgressCallback
 from .config import Cert, PromptMode, RerankConfig, Verify
 from .errors import RerankConfigError, RerankInputError
+
+if TYPE_CHECKING:
+    from .cache import ScoreCache
+    from .telemetry import OpenTelemetryTracing, PrometheusMetrics
 from .types import PreparedCall, RerankResult, ScoreResult, ServerInfo
 
 __all__ = ["AsyncRerankClient", "ClientOptions", "ProgressCallback", "RerankClient"]
@@ -45,6 +49,9 @@ class ClientOptions(TypedDict, total=False):
     cert: Cert | None
     proxy: str | None
     trust_env: bool
+    cache: ScoreCache | None
+    metrics: bool | PrometheusMetrics
+    tracing: bool | OpenTelemetryTracing
 
 
 class _Call:

@@ -50,6 +50,9 @@ class RerankConfig:
     ``verify`` is True, False, a CA bundle path or an ``ssl.SSLContext``; ``cert`` a client
     certificate (a PEM path holding the key, or a ``(cert, key)`` pair of paths).
     ``score_route`` None is ``/v1/score`` with an API key (vLLM guards it), else ``/score``.
+    ``cache`` is a :mod:`rerank_plugins.cache` score cache (None: none); ``metrics`` True or a
+    :class:`~rerank_plugins.telemetry.PrometheusMetrics`; ``tracing`` True or an
+    :class:`~rerank_plugins.telemetry.OpenTelemetryTracing`.
     """
 
     base_url: str
@@ -72,6 +75,9 @@ class RerankConfig:
     cert: Cert | None = None
     proxy: str | None = field(default=None, repr=False)
     trust_env: bool = True
+    cache: Any = field(default=None, compare=False)
+    metrics: Any = field(default=False, compare=False)
+    tracing: Any = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -84,6 +90,11 @@ class RerankConfig:
         if self.score_route is not None and self.score_route not in SCORE_ROUTES:
             raise RerankConfigError(
                 f"score_route must be one of {SCORE_ROUTES} or None, got {self.score_route!r}"
+            )
+        if self.cache is not None and not callable(getattr(self.cache, "get_many", None)):
+            raise RerankConfigError(
+                "cache must be a score cache such as rerank_plugins.cache.InMemoryCache(), "
+                f"got {type(self.cache).__name__}"
             )
         if not isinstance(self.verify, bool | str | ssl.SSLContext):
             raise RerankConfigError(

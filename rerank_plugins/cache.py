@@ -1,0 +1,202 @@
+"""Score caches: one score per query-document pair, shared by every call and ``top_n``.
+
+Pass one as ``cache=`` to a client or an adapter::
+
+    client = AsyncRerankClient(url, cache=InMemoryCache())            # this process
+    client = AsyncRerankClient(url, cache=RedisCache("redis://host"))  # every process
+
+What a key covers: the server (URL, vLLM version, served model and its root, window), how the
+prompt is formatted (the detected mode and what the server adds to a pair), the instruction,
+truncation, the query, and a hash of the document text actually sent. What is stored: one
+score per pair, never a cut ranking, so a cached pair serves any later ``top_n``; no document
+text. Only the misses are sent; concurrent identical misses become one request. Errors and
+fail-open results are never cached. A cache that fails or is slow never fails a call: the
+client logs one warning, counts it, and asks the server (waiting at most ``timeout``).
+
+Listwise models (jina-reranker-v3), whose scores depend on the whole list, must not be used
+with a cache: pass none for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["InMemoryCache", "RedisCache", "ScoreCache", "pair_key", "pair_prefix"]
+
+KEY_VERSION = 1
+
+
+@runtime_checkable
+class ScoreCache(Protocol):
+    """What a client needs of a cache; both methods run on the client's I/O loop."""
+
+    timeout: float
+    """Seconds a client waits for one lookup or store before going on without the cache."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[float | None]:
+        """The stored score of each key, None for a miss."""
+        ...
+
+    async def set_many(self, scores: Mapping[str, float]) -> None:
+        """Store scores (with the cache's TTL)."""
+        ...
+
+
+def pair_prefix(parts: Sequence[object]) -> str:
+    """The hash of everything a pair's score depends on except the document."""
+    blob = json.dumps([KEY_VERSION, *parts], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def pair_key(prefix: str, document_sent: str) -> str:
+    """The key of one pair: the prefix and the hash of the document text as sent."""
+    digest = hashlib.sha256(document_sent.encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{prefix}:{digest}".encode()).hexdigest()
+
+
+class InMemoryCache:
+    """A least-recently-used cache in this process, bounded in entries and time.
+
+    Safe to share between clients and threads.
+    """
+
+    def __init__(self, max_entries: int = 100_000, ttl: float = 3600.0) -> None:
+        if max_entries < 1 or not ttl > 0:
+            raise ValueError("max_entries must be >= 1 and ttl > 0")
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.timeout = 1.0
+        self._entries: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"InMemoryCache(max_entries={self.max_entries}, ttl={self.ttl:g}, size={len(self)})"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get_many(self, keys: Sequence[str]) -> list[float | None]:
+        """The stored score of each key, None for a miss or an expired entry."""
+        now = time.monotonic()
+        found: list[float | None] = []
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None or entry[1] <= now:
+                    if entry is not None:
+                        del self._entries[key]
+                    found.append(None)
+                else:
+                    self._entries.move_to_end(key)
+                    found.append(entry[0])
+        return found
+
+    async def set_many(self, scores: Mapping[str, float]) -> None:
+        """Store scores; the least recently used go beyond ``max_entries``."""
+        expires = time.monotonic() + self.ttl
+        with self._lock:
+            for key, score in scores.items():
+                self._entries[key] = (score, expires)
+                self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
+
+
+class RedisCache:
+    """Scores in Redis (``redis.asyncio``), one keyspace for every process and machine.
+
+    Keys are ``{namespace}:{sha256}``, values the score as text, each with ``ttl`` seconds to
+    live. ``timeout`` (default 50 ms) bounds every Redis operation: a down or slow Redis costs
+    a call at most that, then the call goes to the server. Needs the ``[redis]`` extra.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str = "rerank",
+        ttl: int = 86_400,
+        timeout: float = 0.05,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        try:
+            import redis.asyncio  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - exercised without the extra
+            raise ImportError(
+                "RedisCache needs redis: pip install 'rerank-plugins[redis]'"
+            ) from exc
+        if ttl < 1 or not timeout > 0:
+            raise ValueError("ttl must be >= 1 second and timeout > 0")
+        self._url = url
+        self.namespace = namespace
+        self.ttl = int(ttl)
+        self.timeout = timeout
+        self._options = dict(client_options or {})
+        # A redis.asyncio client belongs to one event loop; clients with their own I/O loops
+        # may share this cache, so each loop gets its own connection pool.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        # The URL may carry a password: show only where it points.
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self._url)
+        where = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+        return f"RedisCache({where!r}, namespace={self.namespace!r}, ttl={self.ttl})"
+
+    def _client(self) -> Any:
+        import redis.asyncio  # type: ignore[import-not-found,unused-ignore]
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = redis.asyncio.Redis.from_url(
+                self._url,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                **self._options,
+            )
+            self._clients[loop] = client
+        return client
+
+    def _key(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
+
+    async def get_many(self, keys: Sequence[str]) -> list[float | None]:
+        """One MGET for all keys; an unreadable value is a miss."""
+        values = await self._client().mget([self._key(k) for k in keys])
+        found: list[float | None] = []
+        for value in values:
+            try:
+                found.append(None if value is None else float(value))
+            except ValueError:
+                found.append(None)  # not ours, or damaged: a miss
+        return found
+
+    async def set_many(self, scores: Mapping[str, float]) -> None:
+        """One pipelined SET ... EX ttl per score."""
+        pipe = self._client().pipeline(transaction=False)
+        for key, score in scores.items():
+            pipe.set(self._key(key), repr(score), ex=self.ttl)
+        await pipe.execute()
+
+    async def aclose(self) -> None:
+        """Close the connection pool of the running loop."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
