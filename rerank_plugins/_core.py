@@ -6,6 +6,7 @@ Nothing here touches a socket or a clock; ``_engine.py`` moves the bytes and sle
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import math
 import random
@@ -151,6 +152,11 @@ def prepare_call(
             "instructions are for Qwen3-Reranker in prompt_mode 'client' or 'server'"
         )
     return PreparedCall(query, tuple(documents), None, mode)
+
+
+def routing_key(query: str) -> str:
+    """A short stable key of the query for a router's consistent hashing (no query text)."""
+    return hashlib.sha256(query.encode("utf-8")).hexdigest()[:16]
 
 
 def plan_batches(documents: Sequence[str], max_batch_size: int | None) -> list[Batch]:

@@ -206,6 +206,7 @@ class Engine:
         deadline_at: float | None,
         *,
         auth: bool = True,
+        routing_key: str | None = None,
     ) -> str:
         """The body of a 2xx answer; retries 429/502-504 and transport errors within limits."""
         url = self.base_url + path
@@ -213,6 +214,8 @@ class Engine:
         headers = {"Content-Type": "application/json"} if content is not None else {}
         if request_id:
             headers["X-Request-Id"] = request_id
+        if routing_key is not None and self.config.routing_header:
+            headers[self.config.routing_header] = routing_key
         activity = _ACTIVITY.get(None)
         loop = asyncio.get_running_loop()
         attempt = 0
@@ -533,6 +536,9 @@ class Engine:
         batches = _core.plan_batches(call.documents, self.config.max_batch_size)
         url = self.base_url + endpoint.path
         scope = _ACTIVITY.get().scope
+        # One query's batches share a key, so a consistent-hash router keeps them on the
+        # replica whose prefix cache holds the query.
+        routing_key = _core.routing_key(call.query) if self.config.routing_header else None
         done = 0
 
         async def run(number: int, batch: _core.Batch) -> Any:
@@ -545,6 +551,7 @@ class Engine:
                         endpoint.payload(model, call, batch),
                         f"{request_id}-{number}",
                         deadline_at,
+                        routing_key=routing_key,
                     )
             part = endpoint.parse(url, body, batch, originals)
             done += 1

@@ -49,6 +49,7 @@ class ClientOptions(TypedDict, total=False):
     cert: Cert | None
     proxy: str | None
     trust_env: bool
+    routing_header: str | None
     cache: ScoreCache | None
     metrics: bool | PrometheusMetrics
     tracing: bool | OpenTelemetryTracing

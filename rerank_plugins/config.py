@@ -50,6 +50,9 @@ class RerankConfig:
     ``verify`` is True, False, a CA bundle path or an ``ssl.SSLContext``; ``cert`` a client
     certificate (a PEM path holding the key, or a ``(cert, key)`` pair of paths).
     ``score_route`` None is ``/v1/score`` with an API key (vLLM guards it), else ``/score``.
+    ``routing_header`` (e.g. ``"X-Session-ID"``) sends a hash of the query in that header
+    with every batch, for routers that hash it to pick a replica (vllm-router's
+    ``consistent_hash``); off by default.
     ``cache`` is a :mod:`rerank_plugins.cache` score cache (None: none); ``metrics`` True or a
     :class:`~rerank_plugins.telemetry.PrometheusMetrics`; ``tracing`` True or an
     :class:`~rerank_plugins.telemetry.OpenTelemetryTracing`.
@@ -75,9 +78,11 @@ class RerankConfig:
     cert: Cert | None = None
     proxy: str | None = field(default=None, repr=False)
     trust_env: bool = True
-    cache: Any = field(default=None, compare=False)
-    metrics: Any = field(default=False, compare=False)
-    tracing: Any = field(default=False, compare=False)
+    routing_header: str | None = None
+    # Live objects, not settings: not compared, not shown, not serialized by the adapters.
+    cache: Any = field(default=None, compare=False, repr=False)
+    metrics: Any = field(default=False, compare=False, repr=False)
+    tracing: Any = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

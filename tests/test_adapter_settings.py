@@ -14,6 +14,7 @@ import httpx
 import pytest
 from langchain_core.documents import Document
 from llama_index.core.schema import NodeWithScore, TextNode
+from prometheus_client import CollectorRegistry
 
 from rerank_plugins import (
     AsyncRerankClient,
@@ -24,10 +25,12 @@ from rerank_plugins import (
     Usage,
 )
 from rerank_plugins._adapters import client_option_names
+from rerank_plugins.cache import InMemoryCache
 from rerank_plugins.client import ClientOptions
 from rerank_plugins.config import RerankConfig
 from rerank_plugins.langchain import VLLMRerank as ChainRerank
 from rerank_plugins.llamaindex import VLLMRerank as NodeRerank
+from rerank_plugins.telemetry import OpenTelemetryTracing, PrometheusMetrics
 
 URL = "http://127.0.0.1:9"  # discard port: nothing here ever connects
 KEY = "s3cret-key-do-not-show"
@@ -52,6 +55,10 @@ VALUES: dict[str, Any] = {
     "cert": ("/etc/ssl/client.crt", "/etc/ssl/client.key"),
     "proxy": "http://user:proxy-pass@127.0.0.1:3128",
     "trust_env": False,
+    "routing_header": "X-Session-ID",
+    "cache": InMemoryCache(max_entries=10),
+    "metrics": PrometheusMetrics(registry=CollectorRegistry()),
+    "tracing": OpenTelemetryTracing(),
 }
 
 ADAPTERS = [pytest.param(NodeRerank, id="llamaindex"), pytest.param(ChainRerank, id="langchain")]
