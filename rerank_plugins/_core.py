@@ -94,6 +94,14 @@ def check_input(query: object, documents: object, instruction: object = None) ->
             f"documents must be a sequence of str, got {type(documents).__name__}"
         )
     docs = list(documents)
+    # Fast path for the common case: all str, all encodable (one join, one encode).
+    if all(type(doc) is str for doc in docs):
+        try:
+            "".join(docs).encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        else:
+            return docs
     for position, doc in enumerate(docs):
         if not isinstance(doc, str):
             raise RerankInputError(f"documents[{position}] must be a str, got {type(doc).__name__}")
@@ -213,10 +221,28 @@ def _entries(url: str, body: Mapping[str, Any], key: str) -> list[Mapping[str, A
     entries = body.get(key)
     if not isinstance(entries, list):
         raise RerankResponseError(f"{url} returned no '{key}' list: {entries!r:.100}")
+    if all(type(entry) is dict for entry in entries):
+        return entries
     for position, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise RerankResponseError(f"{url} returned {key}[{position}] = {entry!r:.60}")
     return entries
+
+
+def _plain_indices(values: list[Any], size: int) -> bool:
+    """Whether ``values`` are distinct ints in ``[0, size)`` (the fast check of a reply)."""
+    return (
+        all(type(v) is int for v in values)
+        and len(set(values)) == len(values)
+        and (not values or (min(values) >= 0 and max(values) < size))
+    )
+
+
+def _plain_scores(values: list[Any]) -> bool:
+    """Whether ``values`` are all finite JSON numbers (not bools)."""
+    return all(type(v) is float or type(v) is int for v in values) and all(
+        map(math.isfinite, values)
+    )
 
 
 def parse_rerank_batch(
@@ -225,23 +251,25 @@ def parse_rerank_batch(
     """Items of one batch, mapped by ``index`` (the echoed text may carry the template)."""
     body = json_object(url, text)
     results = _entries(url, body, "results")
-    expected = min(top_n, len(batch.texts)) if top_n else len(batch.texts)
+    size = len(batch.texts)
+    expected = min(top_n, size) if top_n else size
     if len(results) != expected:
         raise RerankResponseError(
-            f"{url} returned {len(results)} results for {len(batch.texts)} documents "
-            f"(expected {expected})"
+            f"{url} returned {len(results)} results for {size} documents (expected {expected})"
         )
-    items = []
-    seen: set[int] = set()
-    for position, result in enumerate(results):
-        local = strict_index(
-            url, f"results[{position}].index", result.get("index"), len(batch.texts), seen
-        )
-        score = finite_score(
-            url, f"results[{position}].relevance_score", result.get("relevance_score")
-        )
-        index = batch.start + local
-        items.append(RerankItem(index=index, score=score, document=originals[index]))
+    indices: list[Any] = [result.get("index") for result in results]
+    scores: list[Any] = [result.get("relevance_score") for result in results]
+    if not (_plain_indices(indices, size) and _plain_scores(scores)):
+        # Slow path, only to name the first bad field.
+        seen: set[int] = set()
+        for position, result in enumerate(results):
+            strict_index(url, f"results[{position}].index", result.get("index"), size, seen)
+            finite_score(url, f"results[{position}].relevance_score", result.get("relevance_score"))
+    start = batch.start
+    items = [
+        RerankItem(start + local, float(score), originals[start + local])
+        for local, score in zip(indices, scores, strict=True)  # all checked above
+    ]
     return items, _usage(url, body), optional_str(url, body, "model")
 
 
@@ -261,9 +289,13 @@ def parse_score_batch(url: str, text: str, batch: Batch) -> tuple[list[float], U
     return scores, _usage(url, body), optional_str(url, body, "model")
 
 
+def _rank_key(item: RerankItem) -> tuple[float, int]:
+    return (-item[1], item[0])
+
+
 def merge_rankings(parts: Iterable[list[RerankItem]], top_n: int | None) -> tuple[RerankItem, ...]:
     """One global ranking: best score first, ties broken by original index, cut to ``top_n``."""
-    merged = sorted((item for part in parts for item in part), key=lambda i: (-i.score, i.index))
+    merged = sorted((item for part in parts for item in part), key=_rank_key)
     return tuple(merged[:top_n] if top_n else merged)
 
 

