@@ -17,12 +17,14 @@ quiet() { "$@" 2>&1 | { grep -v -e "is ignored: it is neither a file nor a direc
 bash tests/setup_vllm_env.sh > tests/artifacts/setup_vllm_env.log 2>&1 &
 vllm_setup=$!
 
-# Chromium for the demo's browser tests, and a CJK font so Chinese renders in its screenshots.
-if ! command -v chromium > /dev/null || [[ ! -d /usr/share/fonts/truetype/wqy ]]; then
-    echo "run.sh: installing Debian's chromium and fonts-wqy-zenhei for the browser tests"
+# Chromium for the demo's browser tests, a CJK font so Chinese renders in its screenshots, and
+# redis-server for the score cache tests (each test session starts its own on a free port).
+if ! command -v chromium > /dev/null || [[ ! -d /usr/share/fonts/truetype/wqy ]] \
+    || ! command -v redis-server > /dev/null; then
+    echo "run.sh: installing Debian's chromium, fonts-wqy-zenhei and redis-server for the tests"
     quiet apt-get update -qq
     DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq --no-install-recommends \
-        chromium fonts-wqy-zenhei
+        chromium fonts-wqy-zenhei redis-server
 fi
 
 [[ -x .venv/bin/python ]] || python3 -m venv .venv

@@ -1,0 +1,519 @@
+"""The score cache against real servers: all-MiniLM-L6-v2 on vLLM and a real redis-server.
+
+Cached answers equal uncached ones; only misses are sent; two processes share one Redis; a
+Redis killed mid-run costs each call at most the cache timeout and one warning, and the cache
+works again after a restart; keys follow everything a score depends on; Redis holds only
+scores with a TTL; identical concurrent misses become one request; errors and fail-open
+results are never stored. Requests are counted by a transport that sees what the client
+sends (the batch requests carry an ``X-Request-Id``; the one-off prompt probe does not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+from support.redis_server import RedisServer, free_port, session_redis
+
+from rerank_plugins import AsyncRerankClient, RerankClient, RerankError
+from rerank_plugins.cache import InMemoryCache, RedisCache, pair_key, pair_prefix
+from rerank_plugins.telemetry import PrometheusMetrics
+from rerank_plugins.types import PreparedCall, ServerInfo
+
+QUERY = "how do I keep a cast iron skillet from rusting"
+DOCS = [
+    "Dry a cast iron skillet right after washing and rub it with a thin film of oil.",
+    "Seasoning is a layer of polymerised oil that protects cast iron from rust.",
+    "Stainless steel pans are dishwasher safe and need no seasoning.",
+    "The Eiffel Tower was built for the 1889 World's Fair in Paris.",
+    "Soaking cast iron in water overnight invites rust; scrub it and dry it on the stove.",
+    "Bananas are rich in potassium and make a quick breakfast.",
+    "A rusty skillet can be saved: scour the rust, wash, dry and season it again.",
+    "Python decorators wrap a function to change what it does.",
+]
+NEW_DOCS = [
+    "Store cast iron in a dry cupboard with a paper towel inside to soak up moisture.",
+    "Tomato sauce simmered for hours can strip a young seasoning layer.",
+    "The Great Wall of China is visible from many places along its length.",
+]
+RERANK = "/v2/rerank"
+SCORE = "/score"
+
+
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """Records the JSON body of each batch POST (those with an X-Request-Id) by path."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and "x-request-id" in request.headers:
+            with self._lock:
+                self.sent.append((request.url.path, json.loads(request.content)))
+        return await super().handle_async_request(request)
+
+    def posts(self, path: str = RERANK) -> list[dict[str, Any]]:
+        with self._lock:
+            return [body for p, body in self.sent if p == path]
+
+    def documents(self, path: str = RERANK) -> list[str]:
+        return [doc for body in self.posts(path) for doc in body["documents"]]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.sent.clear()
+
+
+@pytest.fixture(scope="session")
+def redis_server(pytestconfig: pytest.Config) -> RedisServer:
+    return session_redis(pytestconfig)
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh Redis namespace per test: tests never see each other's keys."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def redis_db(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    db = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield db
+    db.close()
+
+
+@pytest.fixture(scope="module")
+def plain(minilm_server: Any) -> Iterator[RerankClient]:
+    """An uncached client: the reference every cached answer must equal."""
+    with RerankClient(minilm_server.base_url) as client:
+        yield client
+
+
+def make_cache(kind: str, redis_server: RedisServer | None, namespace: str, **kw: Any) -> Any:
+    if kind == "memory":
+        return InMemoryCache(**kw)
+    assert redis_server is not None
+    return RedisCache(redis_server.url, namespace=namespace, **kw)
+
+
+def ranking(result: Any) -> list[tuple[int, float]]:
+    return [(item.index, item.score) for item in result]
+
+
+def keys_in(db: redis.Redis, namespace: str) -> list[str]:
+    return sorted(db.scan_iter(match=f"{namespace}:*", count=1000))
+
+
+# --- equal answers, fewer requests -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_cached_rerank_equals_uncached_for_every_top_n(
+    kind: str, minilm_server: Any, plain: RerankClient, request: pytest.FixtureRequest
+) -> None:
+    server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    transport = CountingTransport()
+    cache = make_cache(kind, server, f"test-{uuid.uuid4().hex[:12]}")
+    with RerankClient(minilm_server.base_url, cache=cache, transport=transport) as client:
+        first = client.rerank(QUERY, DOCS, top_n=2)
+        assert len(transport.posts()) == 1
+        # The miss request asks for every score (top_n 0), so any later top_n is a hit.
+        assert transport.posts()[0]["top_n"] == 0
+        assert transport.documents() == DOCS
+        assert ranking(first) == ranking(plain.rerank(QUERY, DOCS, top_n=2))
+        for top_n in (1, 3, 5, None):
+            cached = client.rerank(QUERY, DOCS, top_n=top_n)
+            assert ranking(cached) == ranking(plain.rerank(QUERY, DOCS, top_n=top_n)), top_n
+            assert [item.document for item in cached] == [DOCS[i] for i in cached.indices]
+        assert len(transport.posts()) == 1, "a larger top_n was sent to the server"
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_cached_score_equals_uncached(
+    kind: str, minilm_server: Any, plain: RerankClient, request: pytest.FixtureRequest
+) -> None:
+    server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    transport = CountingTransport()
+    cache = make_cache(kind, server, f"test-{uuid.uuid4().hex[:12]}")
+    expected = plain.score(QUERY, DOCS).scores
+    with RerankClient(minilm_server.base_url, cache=cache, transport=transport) as client:
+        assert client.score(QUERY, DOCS).scores == expected
+        assert client.score(QUERY, DOCS).scores == expected
+        assert len(transport.posts(SCORE)) == 1
+        assert transport.documents(SCORE) == DOCS
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_only_misses_are_sent(
+    kind: str, minilm_server: Any, plain: RerankClient, request: pytest.FixtureRequest
+) -> None:
+    server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    transport = CountingTransport()
+    cache = make_cache(kind, server, f"test-{uuid.uuid4().hex[:12]}")
+    async with AsyncRerankClient(minilm_server.base_url, cache=cache, transport=transport) as c:
+        await c.rerank(QUERY, DOCS[:5])
+        assert transport.documents() == DOCS[:5]
+        transport.clear()
+        mixed = [NEW_DOCS[0], *DOCS[:5], NEW_DOCS[1]]
+        result = await c.rerank(QUERY, mixed, top_n=4)
+        assert transport.documents() == [NEW_DOCS[0], NEW_DOCS[1]]
+        assert len(transport.posts()) == 1
+    # One ranking over hits and fresh scores, as an uncached call ranks them (scores of the
+    # fresh pairs come from a smaller batch: equal to float precision).
+    expected = plain.rerank(QUERY, mixed, top_n=4)
+    assert result.indices == expected.indices
+    assert result.scores == pytest.approx(expected.scores, abs=1e-5)
+    assert result.scores == sorted(result.scores, reverse=True)
+
+
+def test_two_processes_share_one_redis(
+    minilm_server: Any, redis_server: RedisServer, namespace: str, tmp_path: Any
+) -> None:
+    code = (
+        "import json, sys\n"
+        "from rerank_plugins import RerankClient\n"
+        "from rerank_plugins.cache import RedisCache\n"
+        "url, redis_url, ns, query, docs = sys.argv[1:4] + [sys.argv[4], json.loads(sys.argv[5])]\n"
+        "with RerankClient(url, cache=RedisCache(redis_url, namespace=ns)) as c:\n"
+        "    r = c.rerank(query, docs)\n"
+        "print(json.dumps([[i.index, i.score] for i in r]))\n"
+    )
+    argv = [minilm_server.base_url, redis_server.url, namespace, QUERY, json.dumps(DOCS)]
+    # From a directory without the source tree: the child imports the installed package.
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = [tuple(pair) for pair in json.loads(done.stdout)]
+    transport = CountingTransport()
+    cache = RedisCache(redis_server.url, namespace=namespace)
+    with RerankClient(minilm_server.base_url, cache=cache, transport=transport) as client:
+        mine = client.rerank(QUERY, DOCS)
+    assert transport.posts() == [], "process B asked the server for pairs process A stored"
+    assert ranking(mine) == theirs
+
+
+# --- a Redis that dies -------------------------------------------------------------------------
+
+
+def cache_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "rerank_plugins" and r.levelno >= logging.WARNING and "cache" in r.message
+    ]
+
+
+def test_redis_killed_mid_run(
+    minilm_server: Any,
+    plain: RerankClient,
+    redis_server: RedisServer,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="rerank_plugins")
+    queries = [f"{QUERY} (variant {n})" for n in range(6)]
+    expected = {q: plain.rerank(q, DOCS) for q in queries}
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry=registry)
+    cache = RedisCache(redis_server.url, namespace=namespace)
+    transport = CountingTransport()
+    client = RerankClient(minilm_server.base_url, cache=cache, metrics=metrics, transport=transport)
+    try:
+        for q in queries[:3]:
+            client.rerank(q, DOCS)  # stored while Redis is up
+        assert not cache_warnings(caplog)
+
+        # A loop of calls; Redis is SIGKILLed (by its PID) while it runs.
+        results: list[tuple[str, Any]] = []
+        errors: list[BaseException] = []
+        started = threading.Event()
+
+        def loop() -> None:
+            try:
+                for n in range(30):
+                    q = queries[n % len(queries)]
+                    results.append((q, client.rerank(q, DOCS)))
+                    if n == 4:
+                        started.set()
+            except BaseException as exc:
+                errors.append(exc)
+                started.set()
+
+        worker = threading.Thread(target=loop)
+        worker.start()
+        assert started.wait(120)
+        redis_server.kill()
+        worker.join(300)
+        assert not worker.is_alive()
+        assert not errors, errors
+        assert len(results) == 30
+        for q, result in results:
+            assert result.indices == expected[q].indices
+            assert result.scores == pytest.approx(expected[q].scores, abs=1e-5)
+        assert len(cache_warnings(caplog)) == 1, [r.message for r in caplog.records]
+        errors_counted = registry.get_sample_value(
+            "rerank_cache_errors_total", {"model": "all-MiniLM-L6-v2", "route": RERANK}
+        )
+        assert errors_counted is not None and errors_counted >= 1
+
+        # What a dead Redis costs each call: the same call with and without the cache,
+        # interleaved, best of three each (the server's own latency varies on a busy machine).
+        budget = cache.timeout + 0.2
+        for n in range(4):
+            q = f"{QUERY} (dead redis {n})"
+            with_cache, without = [], []
+            for _ in range(3):
+                start = time.perf_counter()
+                client.rerank(q, DOCS)
+                with_cache.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                plain.rerank(q, DOCS)
+                without.append(time.perf_counter() - start)
+            overhead = min(with_cache) - min(without)
+            assert overhead < budget, f"a dead Redis cost {overhead:.3f}s per call"
+        assert len(cache_warnings(caplog)) == 1, "warned more than once"
+
+        # Redis is back (empty): stores and hits resume.
+        redis_server.restart()
+        q = f"{QUERY} (after restart)"
+        for _ in range(3):
+            client.rerank(q, DOCS)
+            transport.clear()
+            client.rerank(q, DOCS)
+            if not transport.posts():
+                break
+        assert transport.posts() == [], "no cache hits after Redis came back"
+        hits = registry.get_sample_value(
+            "rerank_cache_hits_total", {"model": "all-MiniLM-L6-v2", "route": RERANK}
+        )
+        assert hits is not None and hits >= len(DOCS)
+    finally:
+        client.close()
+        if not redis_server.running:
+            redis_server.restart()
+
+
+# --- keys and what Redis holds -----------------------------------------------------------------
+
+
+def engine_keys(base_url: str = "http://127.0.0.1:8000", **changes: Any) -> list[str]:
+    """The engine's keys for one call, with parts of the server or the call changed."""
+    info = ServerInfo(
+        version=(0, 32, 0),
+        model=changes.pop("model", "all-MiniLM-L6-v2"),
+        model_root="/models/minilm",
+        max_model_len=256,
+        formats_prompt=False,
+        added_tokens=3,
+        prompt_mode="raw",
+    )
+    call = PreparedCall(
+        changes.pop("query", QUERY),
+        tuple(changes.pop("documents", DOCS[:3])),
+        changes.pop("instruction", None),
+        changes.pop("mode", "raw"),
+    )
+    assert not changes
+    client = RerankClient(base_url, cache=InMemoryCache())
+    try:
+        keys: list[str] = client._engine._pair_keys(info, call)
+    finally:
+        client.close()
+    return keys
+
+
+def test_keys_follow_everything_a_score_depends_on() -> None:
+    base = engine_keys()
+    assert len(set(base)) == 3
+    assert engine_keys() == base  # stable
+    variants = {
+        "server": engine_keys("http://127.0.0.1:8001"),
+        "model": engine_keys(model="other-model"),
+        "prompt mode": engine_keys(mode="server"),
+        "instruction": engine_keys(instruction="Judge relevance"),
+        "query": engine_keys(query=QUERY + "?"),
+    }
+    for what, keys in variants.items():
+        assert not set(keys) & set(base), f"keys did not change with the {what}"
+    changed_doc = engine_keys(documents=[DOCS[0] + " ", DOCS[1], DOCS[2]])
+    assert changed_doc[0] != base[0]
+    assert changed_doc[1:] == base[1:]  # one document's text changes only its key
+
+    # The public helpers: a prefix per setting, a key per document.
+    parts: list[object] = ["http://a", [0, 32], "m", None, 256, "raw", False, 3, None, True, "q"]
+    prefix = pair_prefix(parts)
+    assert pair_prefix(list(parts)) == prefix
+    for i, value in enumerate(["http://b", [0, 33], "n", "/r", 512, "server", True, 4, "i"]):
+        changed = list(parts)
+        changed[i] = value
+        assert pair_prefix(changed) != prefix, i
+    assert pair_key(prefix, "doc") == pair_key(prefix, "doc")
+    assert pair_key(prefix, "doc") != pair_key(prefix, "doc ")
+    assert pair_key(prefix, "doc") != pair_key(pair_prefix([*parts[:-1], "q2"]), "doc")
+
+
+def test_keys_differ_between_server_urls(minilm_server: Any) -> None:
+    """The same pairs through another URL of the server are other keys: a shared cache keys
+    scores by the server a client was given, and never serves one server's pairs to another."""
+    cache = InMemoryCache()
+    with RerankClient(minilm_server.base_url, cache=cache) as a:
+        a.rerank(QUERY, DOCS[:3])
+    assert len(cache) == 3
+    other_url = minilm_server.base_url.replace("127.0.0.1", "localhost")
+    assert other_url != minilm_server.base_url
+    transport = CountingTransport()
+    with RerankClient(other_url, cache=cache, transport=transport) as b:
+        b.rerank(QUERY, DOCS[:3])
+    assert transport.documents() == DOCS[:3], "the pairs were served under another server's keys"
+    assert len(cache) == 6
+
+
+def test_redis_holds_only_scores_with_ttl(
+    minilm_server: Any, redis_server: RedisServer, redis_db: redis.Redis, namespace: str
+) -> None:
+    ttl = 600
+    cache = RedisCache(redis_server.url, namespace=namespace, ttl=ttl)
+    with RerankClient(minilm_server.base_url, cache=cache) as client:
+        client.rerank(QUERY, DOCS)
+        client.score("a different query about skillets", DOCS[:4])
+    keys = keys_in(redis_db, namespace)
+    assert len(keys) == len(DOCS) + 4
+    texts = [QUERY, "skillets", *DOCS]
+    for key in keys:
+        value = redis_db.get(key)
+        assert value is not None
+        float(value)  # a score, nothing else
+        assert len(value) < 40
+        for text in texts:
+            assert text not in key and text not in value
+        assert key.split(":", 1)[1].isalnum()
+        remaining = redis_db.ttl(key)
+        assert 0 < remaining <= ttl
+
+
+# --- coalescing --------------------------------------------------------------------------------
+
+
+async def test_concurrent_identical_misses_are_sent_once(
+    minilm_server: Any, plain: RerankClient
+) -> None:
+    transport = CountingTransport()
+    async with AsyncRerankClient(
+        minilm_server.base_url, cache=InMemoryCache(), transport=transport
+    ) as client:
+        results = await asyncio.gather(*(client.rerank(QUERY, DOCS, top_n=3) for _ in range(32)))
+    assert sorted(transport.documents()) == sorted(DOCS), "the server saw some pairs twice"
+    expected = plain.rerank(QUERY, DOCS, top_n=3)
+    for result in results:
+        assert result.indices == expected.indices
+        assert result.scores == pytest.approx(expected.scores, abs=1e-5)
+
+
+# --- InMemoryCache -----------------------------------------------------------------------------
+
+
+def test_in_memory_cache_is_lru_bounded() -> None:
+    cache = InMemoryCache(max_entries=3)
+
+    async def run() -> None:
+        await cache.set_many({"a": 1.0, "b": 2.0, "c": 3.0})
+        assert await cache.get_many(["a"]) == [1.0]  # a is now the most recently used
+        await cache.set_many({"d": 4.0})
+        assert len(cache) == 3
+        assert await cache.get_many(["a", "b", "c", "d"]) == [1.0, None, 3.0, 4.0]
+        await cache.set_many({"e": 5.0, "f": 6.0})
+        assert await cache.get_many(["a", "c", "d", "e", "f"]) == [None, None, 4.0, 5.0, 6.0]
+
+    asyncio.run(run())
+    with pytest.raises(ValueError):
+        InMemoryCache(max_entries=0)
+    with pytest.raises(ValueError):
+        InMemoryCache(ttl=0)
+
+
+def test_in_memory_cache_entries_expire() -> None:
+    cache = InMemoryCache(ttl=0.2)
+
+    async def run() -> None:
+        await cache.set_many({"a": 0.5})
+        assert await cache.get_many(["a", "b"]) == [0.5, None]
+        await asyncio.sleep(0.3)
+        assert await cache.get_many(["a"]) == [None]
+        assert len(cache) == 0  # the expired entry is gone, not just hidden
+        await cache.set_many({"a": 0.25})
+        assert await cache.get_many(["a"]) == [0.25]
+
+    asyncio.run(run())
+
+
+# --- never cached: errors and fail-open results ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_a_failed_call_stores_nothing(
+    kind: str, minilm_server: Any, request: pytest.FixtureRequest, namespace: str
+) -> None:
+    server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    cache = make_cache(kind, server, namespace)
+    with (
+        RerankClient(minilm_server.base_url, model="no-such-model", cache=cache) as client,
+        pytest.raises(RerankError) as caught,
+    ):
+        client.rerank(QUERY, DOCS)
+    assert getattr(caught.value, "status_code", None) == 404
+    if kind == "memory":
+        assert len(cache) == 0
+    else:
+        db = request.getfixturevalue("redis_db")
+        assert keys_in(db, namespace) == []
+
+
+def test_fail_open_results_are_not_cached(redis_server: RedisServer, namespace: str) -> None:
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from rerank_plugins.langchain import VLLMRerank as LangChainRerank
+    from rerank_plugins.llamaindex import VLLMRerank as LlamaIndexRerank
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    memory = InMemoryCache()
+    shared = RedisCache(redis_server.url, namespace=namespace)
+    settings: dict[str, Any] = {"model": "m", "fail_open": True, "max_retries": 0}
+    nodes = [NodeWithScore(node=TextNode(text=t), score=1.0) for t in DOCS[:3]]
+    for cache in (memory, shared):
+        out = LlamaIndexRerank(base_url=dead, cache=cache, **settings).postprocess_nodes(
+            nodes, query_str=QUERY
+        )
+        assert [n.node.get_content() for n in out] == DOCS[:3]  # input order: failed open
+        docs = [Document(page_content=t) for t in DOCS[:3]]
+        kept = LangChainRerank(base_url=dead, cache=cache, **settings).compress_documents(
+            docs, QUERY
+        )
+        assert [d.page_content for d in kept] == DOCS[:3]
+    assert len(memory) == 0
+    db = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        assert keys_in(db, namespace) == []
+    finally:
+        db.close()
