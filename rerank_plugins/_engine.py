@@ -336,6 +336,13 @@ class Engine:
         )
         if mode == "client":
             await self._check_chat_tokens(model, deadline_at)
+        if config.truncate and (entry is None or entry.max_model_len is None):
+            self._warn_once(
+                "no-window",
+                "rerank_plugins: %s/v1/models gives no max_model_len: documents longer than "
+                "the model's window are sent uncut (a gateway without /v1/models?)",
+                self.base_url,
+            )
         if detection.formats_prompt is None:
             self._warn_once("detect", "rerank_plugins: %s", why)
         else:

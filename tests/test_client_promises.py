@@ -292,3 +292,30 @@ async def test_a_guarded_route_is_recognised():
     client = AsyncRerankClient(BASE, api_key="sk-test", transport=httpx.MockTransport(handler))
     await client.rerank("q", ["a"])
     assert (await client.server_info()).auth_enforced is True
+
+
+async def test_a_gateway_without_reads_tokenizer_or_usage_still_works_and_says_so(caplog):
+    """A LiteLLM-like gateway: only the rerank route, Cohere-shaped replies (meta, no usage)."""
+
+    def handler(request):
+        if request.url.path != "/v2/rerank":
+            return httpx.Response(404, json={"detail": "Not Found"})
+        body = json.loads(request.content)
+        results = [
+            {"index": i, "relevance_score": float(len(d))} for i, d in enumerate(body["documents"])
+        ]
+        results.sort(key=lambda r: -r["relevance_score"])
+        return httpx.Response(
+            200, json={"id": "x", "results": results, "meta": {"billed_units": {"search_units": 1}}}
+        )
+
+    caplog.set_level(logging.WARNING, "rerank_plugins")
+    client = RerankClient(BASE, model="m", transport=httpx.MockTransport(handler))
+    for _ in range(2):
+        result = client.rerank("q", ["a", "ccc", "bb"], top_n=2)
+        assert result.indices == [1, 2] and result.usage.prompt_tokens == 0
+    info = client.server_info()
+    assert info.version is None and info.max_model_len is None and info.formats_prompt is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("no max_model_len" in m for m in messages) == 1
+    assert sum("model-name rule" in m for m in messages) == 1
