@@ -830,7 +830,7 @@ def _transport_error(method: str, url: str, exc: httpx.TransportError) -> Rerank
             f"{method} {url} timed out ({type(exc).__name__}: {exc})", url=url
         )
     return RerankConnectionError(
-        f"cannot reach {url} ({method}): {exc or type(exc).__name__}. Is a vLLM server "
+        f"cannot connect to {url} ({method}): {exc or type(exc).__name__}. Is a vLLM server "
         "running there? Start one with: rerank-serve MODEL --port PORT",
         url=url,
     )
