@@ -11,6 +11,7 @@ from typing import Any, Self
 from . import _adapters
 from ._adapters import RELEVANCE_SCORE_KEY, Placement, RerankOptions
 from .client import AsyncRerankClient, RerankClient
+from .errors import RerankInputError
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -137,6 +138,11 @@ class VLLMRerank(BaseDocumentCompressor):
         return self._sync_client
 
     def _texts(self, docs: Sequence[Document]) -> list[str]:
+        for position, doc in enumerate(docs):
+            if not isinstance(doc, Document):
+                raise RerankInputError(
+                    f"documents[{position}] must be a langchain Document, got {type(doc).__name__}"
+                )
         if self.text_fn is not None:
             return [self.text_fn(doc) for doc in docs]
         return [

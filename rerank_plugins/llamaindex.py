@@ -13,6 +13,7 @@ from typing import Any, Self
 from . import _adapters
 from ._adapters import ADDED_KEYS, RETRIEVAL_SCORE_KEY, Placement, RerankOptions
 from .client import AsyncRerankClient, RerankClient
+from .errors import RerankInputError
 
 try:
     from llama_index.core.bridge.pydantic import (
@@ -173,6 +174,11 @@ class VLLMRerank(BaseNodePostprocessor):
             ) as event:
                 if query_bundle is None:
                     raise ValueError("VLLMRerank needs a query: pass query_str or query_bundle")
+                for position, item in enumerate(nodes):
+                    if not isinstance(item, NodeWithScore):
+                        raise RerankInputError(
+                            f"nodes[{position}] must be a NodeWithScore, got {type(item).__name__}"
+                        )
                 call = _Call(query_bundle.query_str, [self._text(n.node) for n in nodes])
                 yield call
                 event.on_end(payload={EventPayload.NODES: call.output})
