@@ -149,3 +149,46 @@ def test_every_cell_is_right_or_a_typed_contradiction(request, server_name, clie
         assert error > 100 * TOLERANCE, "a plain client on the opt-out server cannot be right"
     else:
         assert error <= TOLERANCE
+
+
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """Counts the requests the client sends (to report what detection costs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(f"{request.method} {request.url.path}")
+        return await super().handle_async_request(request)
+
+
+@pytest.mark.parametrize("server_name", SERVERS)
+def test_detection_costs_a_few_requests_once_per_client(request, server_name):
+    import time
+
+    server: ServerHandle = request.getfixturevalue(server_name)
+    transport = CountingTransport()
+    with RerankClient(server.base_url, api_key=server.api_key, transport=transport) as client:
+        start = time.perf_counter()
+        info = client.server_info()
+        elapsed = time.perf_counter() - start
+        learnt = list(transport.paths)
+        client.rerank(QUERY, DOCS)
+        client.rerank(QUERY, DOCS)
+    # /version, /v1/models, the probe (twice with a key: first without it), and in client
+    # mode one /tokenize; then each call is exactly one request (4 short documents).
+    assert learnt[:2] == ["GET /version", "GET /v1/models"]
+    assert len(learnt) <= 5
+    assert transport.paths[len(learnt) :] == ["POST /v2/rerank"] * 2
+    assert info.prompt_mode == {"tiny_server": "client", "minilm_server": "raw"}.get(
+        server_name, "server"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    table = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    table.setdefault(server_name, {})["_detection"] = {
+        "requests": learnt,
+        "milliseconds": round(elapsed * 1000, 1),
+        "prompt_detection": info.prompt_detection,
+    }
+    RESULTS.write_text(json.dumps(table, indent=1, sort_keys=True))
