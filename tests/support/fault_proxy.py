@@ -339,7 +339,11 @@ class FaultProxy:
             await asyncio.sleep(fault.interval)
         status, headers, body = await self._forward(request)
         if fault is not None and kind == "body" and status == 200:
-            body = _replaced(body, fault.body)
+            try:
+                body = _replaced(body, fault.body)
+            except Exception:  # a replacement that does not fit this reply: pass it through
+                with self._lock:
+                    self.stats.faults["body-not-applied"] += 1
         if fault is not None and kind == "trickle":
             await _write_response(
                 writer,
