@@ -1,0 +1,194 @@
+"""Labelled retrieval data for the evaluation: BEIR folders, the package's layout, TREC files.
+
+* BEIR layout: ``corpus.jsonl`` (``{"_id", "title", "text"}``), ``queries.jsonl``
+  (``{"_id", "text"}``), ``qrels/<split>.tsv`` (``query-id corpus-id score`` with a header).
+* The package's layout (``rerank_plugins/datasets/eval_en``): ``corpus.jsonl`` (``{"id",
+  "title"?, "text"}``), ``queries.jsonl`` (``{"id", "text"}``), ``qrels.tsv``.
+* TREC files: runs ``qid Q0 docid rank score tag`` and qrels ``qid 0 docid grade``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from .. import datasets
+
+__all__ = ["Collection", "load_collection", "read_trec_qrels", "read_trec_run", "write_trec_run"]
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A corpus (ids and the text a reader sees), queries and graded judgements."""
+
+    name: str
+    doc_ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    """Title and text as one passage, in corpus order (what BM25 and the reranker see)."""
+    queries: Mapping[str, str]
+    qrels: Mapping[str, Mapping[str, int]] = field(repr=False)
+    source: str = ""
+    """Where it was read from, for the report."""
+
+    def judged_queries(self) -> list[str]:
+        """Query ids with text and at least one relevant (grade > 0) document, in file order."""
+        return [qid for qid in self.queries if any(g > 0 for g in self.qrels.get(qid, {}).values())]
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc})") from exc
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected an object")
+            rows.append(row)
+    return rows
+
+
+def _row_id(row: Mapping[str, Any], path: Path) -> str:
+    value = row.get("_id", row.get("id"))
+    if value is None:
+        raise ValueError(f"{path}: a row has neither '_id' nor 'id'")
+    return str(value)
+
+
+def read_trec_qrels(path: str | PathLike[str]) -> dict[str, dict[str, int]]:
+    """Read qrels: TREC's ``qid 0 docid grade`` or BEIR's ``query-id corpus-id score``.
+
+    A header row is skipped; grades are integers (negative grades count as not relevant).
+    """
+    source = Path(path)
+    qrels: dict[str, dict[str, int]] = {}
+    with source.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            cols = line.split()
+            if not cols:
+                continue
+            if len(cols) == 4:
+                cols = [cols[0], cols[2], cols[3]]
+            try:
+                qid, docid, grade = cols[0], cols[1], int(float(cols[2]))
+            except (ValueError, IndexError) as exc:
+                if number == 1:  # header
+                    continue
+                raise ValueError(f"{source}:{number}: expected 'qid [0] docid grade'") from exc
+            qrels.setdefault(qid, {})[docid] = grade
+    return qrels
+
+
+def read_trec_run(path: str | PathLike[str]) -> dict[str, list[str]]:
+    """Read a TREC run (``qid Q0 docid rank score tag``) as ``{qid: [docid, ...]}``, best first.
+
+    Ordered as ``trec_eval`` orders it: by score, descending, ties by docid descending (the
+    rank column is ignored, as trec_eval ignores it).
+    """
+    source = Path(path)
+    rows: dict[str, list[tuple[float, str]]] = {}
+    with source.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            cols = line.split()
+            if not cols:
+                continue
+            if len(cols) != 6:
+                raise ValueError(f"{source}:{number}: expected 'qid Q0 docid rank score tag'")
+            try:
+                score = float(cols[4])
+            except ValueError as exc:
+                raise ValueError(f"{source}:{number}: score {cols[4]!r} is not a number") from exc
+            rows.setdefault(cols[0], []).append((score, cols[2]))
+    return {qid: [d for _, d in sorted(items, reverse=True)] for qid, items in rows.items()}
+
+
+def write_trec_run(
+    path: str | PathLike[str],
+    run: Mapping[str, Sequence[tuple[str, float]]],
+    tag: str,
+) -> Path:
+    """Write ``{qid: [(docid, score), ...]}`` (best first) as a TREC run file.
+
+    trec_eval orders by score, not rank: where a score does not fall below the one before it
+    (ties), it is written a hair (1e-6 relative) lower, so every tool reads the same order.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    safe_tag = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in tag) or "run"
+    lines: list[str] = []
+    for qid, ranked in run.items():
+        previous = math.inf
+        for rank, (docid, score) in enumerate(ranked, start=1):
+            value = float(score)
+            if value >= previous:
+                value = previous - max(abs(previous) * 1e-6, 1e-6)
+            previous = value
+            lines.append(f"{qid} Q0 {docid} {rank} {value:.9g} {safe_tag}\n")
+    target.write_text("".join(lines), encoding="utf-8")
+    return target
+
+
+def _beir(folder: Path, split: str | None) -> Collection:
+    qrels_dir = folder / "qrels"
+    splits = sorted(p.stem for p in qrels_dir.glob("*.tsv"))
+    if not splits:
+        raise ValueError(f"{qrels_dir} holds no .tsv qrels")
+    if split is None:
+        split = "test" if "test" in splits else splits[0]
+    if split not in splits:
+        raise ValueError(f"no split {split!r} in {qrels_dir} (found: {', '.join(splits)})")
+    corpus = _jsonl(folder / "corpus.jsonl")
+    doc_ids = tuple(_row_id(row, folder / "corpus.jsonl") for row in corpus)
+    texts = tuple(
+        datasets.Document(i, str(row.get("text", "")), row.get("title") or None).full_text
+        for i, row in zip(doc_ids, corpus, strict=True)
+    )
+    queries = {
+        _row_id(row, folder / "queries.jsonl"): str(row["text"])
+        for row in _jsonl(folder / "queries.jsonl")
+    }
+    qrels = read_trec_qrels(qrels_dir / f"{split}.tsv")
+    return Collection(
+        f"{folder.name} ({split})", doc_ids, texts, queries, qrels, source=f"BEIR folder {folder}"
+    )
+
+
+def _from_eval_set(eval_set: datasets.EvalSet, source: str) -> Collection:
+    return Collection(
+        eval_set.name,
+        tuple(d.id for d in eval_set.corpus),
+        tuple(d.full_text for d in eval_set.corpus),
+        dict(eval_set.queries),
+        {q: dict(j) for q, j in eval_set.qrels.items()},
+        source=source,
+    )
+
+
+def load_collection(source: str | PathLike[str], split: str | None = None) -> Collection:
+    """Load a bundled set by name (e.g. ``"eval_en"``), a BEIR folder or a package-layout folder.
+
+    Raises:
+        ValueError: the folder is in neither layout, or a file is malformed.
+
+    """
+    if isinstance(source, str) and source in datasets.EVAL_SETS:
+        return _from_eval_set(datasets.load_eval_set(source), f"bundled set {source}")
+    folder = Path(source)
+    if not folder.is_dir():
+        bundled = ", ".join(datasets.EVAL_SETS)
+        raise ValueError(f"{folder} is not a folder nor a bundled set ({bundled})")
+    if (folder / "qrels").is_dir():
+        return _beir(folder, split)
+    if (folder / "qrels.tsv").is_file():
+        return _from_eval_set(datasets.read_eval_set(folder), f"folder {folder}")
+    raise ValueError(
+        f"{folder}: expected corpus.jsonl, queries.jsonl and qrels/*.tsv (BEIR) or qrels.tsv"
+    )
