@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import ssl
 import weakref
 from collections.abc import Callable, Generator, Sequence
@@ -91,8 +92,6 @@ def tls_setting(verify: object, cert: object) -> ssl.SSLContext | bool:
 
 
 def _is_dir(path: str) -> bool:
-    import os
-
     return os.path.isdir(path)
 
 
@@ -124,12 +123,18 @@ class _Connections:
         self._transport = transport
         self._user_http = http_client
         self._own: httpx.AsyncClient | None = None
+        self._pid = os.getpid()
         # Per request, not on the pool: a caller's own http_client gets the key as well.
         self.auth = _BearerAuth(config.api_key) if config.api_key else None
         self.slots: asyncio.Semaphore | None = None
         self.info_lock: asyncio.Lock | None = None
 
     def http(self) -> httpx.AsyncClient:
+        if self._pid != os.getpid():
+            # A forked child: the parent's pool and locks belong to a loop the child does
+            # not run. Drop them (closing would touch the parent's sockets) and start anew.
+            self._own, self.slots, self.info_lock = None, None, None
+            self._pid = os.getpid()
         if self._own is None and self._user_http is None:
             config = self._config
             limit = config.max_connections

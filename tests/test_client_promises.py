@@ -319,3 +319,22 @@ async def test_a_gateway_without_reads_tokenizer_or_usage_still_works_and_says_s
     messages = [r.getMessage() for r in caplog.records]
     assert sum("no max_model_len" in m for m in messages) == 1
     assert sum("model-name rule" in m for m in messages) == 1
+
+
+def test_a_forked_child_gets_a_pool_of_its_own():
+    import os
+
+    handler, _ = fake_server()
+    client = RerankClient(BASE, transport=httpx.MockTransport(handler))
+    assert client.rerank("q", ["a", "bb"]).indices == [1, 0]  # the parent's loop and pool exist
+    pid = os.fork()
+    if pid == 0:  # the child: the same client object, its own loop thread and pool
+        try:
+            ok = client.rerank("q", ["a", "bb"]).indices == [1, 0]
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert client.rerank("q", ["ccc", "a"]).indices == [0, 1]  # the parent is unaffected
+    client.close()
