@@ -380,7 +380,8 @@ def next_retry_delay(
     return delay
 
 
-_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+# Bounded digit runs: int() of thousands of digits raises, and no version has them.
+_VERSION = re.compile(r"(?<!\d)(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?(?!\d)")
 
 
 def parse_version(url: str, text: str) -> tuple[int, ...] | None:
