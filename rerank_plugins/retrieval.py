@@ -204,6 +204,25 @@ class BM25Index:
         terms = [t for t in tokenize(query, self._language) if t in self._retriever.vocab_dict]
         if not terms or k == 0:
             return []
-        scores = [float(s) for s in self._retriever.get_scores(terms)]
-        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        return [Hit(i, scores[i], self._documents[i]) for i in order[:k] if scores[i] > 0.0]
+        scores = self._retriever.get_scores(terms)
+        return [Hit(i, score, self._documents[i]) for i, score in _top_k(scores, k)]
+
+
+def _top_k(scores: Any, k: int) -> list[tuple[int, float]]:
+    """The ``k`` best positive scores as (index, score), by score descending, ties by index.
+
+    The same order as sorting every score by ``(-score, index)``, without doing so: numpy keeps
+    the positive scores, ``argpartition`` finds the k-th best value, and only the candidates
+    scoring at least that much (all of them on ties at the cut) are sorted.
+    """
+    import numpy as np
+
+    positive = np.flatnonzero(scores > 0.0)
+    values = scores[positive]
+    if len(positive) > k:
+        kth = values[np.argpartition(-values, k - 1)[k - 1]]
+        keep = values >= kth
+        positive, values = positive[keep], values[keep]
+    # lexsort: last key first; indices are already ascending, so ties keep corpus order.
+    order = np.lexsort((positive, -values))[:k]
+    return list(zip(positive[order].tolist(), values[order].tolist(), strict=True))

@@ -167,3 +167,25 @@ def test_missing_jieba_names_extra(monkeypatch):
     finally:
         monkeypatch.undo()
         retrieval._chinese_tools.cache_clear()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_top_k_matches_brute_force_sort(seed):
+    """search() selects the top k with numpy: the same hits as sorting every score by
+    (-score, index), ties included (a tiny vocabulary and repeated documents force many)."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["apple", "banana", "cherry", "grape", "lemon", "mango", "melon", "peach", "plum"]
+    words = words[: rng.randint(3, len(words))]
+    docs = [" ".join(rng.choices(words, k=rng.randint(1, 6))) for _ in range(rng.randint(1, 300))]
+    docs += rng.choices(docs, k=len(docs) // 3)  # exact duplicates: equal scores
+    index = BM25Index.from_documents(docs, language="en")
+    for _ in range(20):
+        query = " ".join(rng.choices([*words, "zebra"], k=rng.randint(1, 3)))
+        terms = [t for t in tokenize(query, "en") if t in index._retriever.vocab_dict]
+        scores = [float(s) for s in index._retriever.get_scores(terms)] if terms else []
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        for k in (1, 2, 3, 5, 10, len(docs), len(docs) + 5):
+            expected = [Hit(i, scores[i], docs[i]) for i in order[:k] if scores[i] > 0.0]
+            assert index.search(query, k=k) == expected, (seed, query, k)
