@@ -15,9 +15,9 @@ import pandas as pd
 
 from rerank_plugins import DEFAULT_INSTRUCTION, AsyncRerankClient
 
-from .backend import Backend, describe_server
+from .backend import OFFLINE_BEST_NOTE, Backend, describe_server
 from .corpora import Corpus, Examples, load_bundled, load_examples_safe
-from .handlers import OWN_DOCS, Handlers
+from .handlers import OWN_DOCS, RERANK_ANYWAY, Handlers
 from .inputs import MAX_DOCUMENTS, MAX_UPLOAD_BYTES, SPLIT_MODES
 from .pipeline import IndexCache
 from .views import LIST_COLUMNS, TABLE_COLUMNS, documents_html
@@ -74,11 +74,18 @@ def _banner(backend: Backend) -> str:
         f"**Reranker:** `{backend.model or '(server default)'}` — {backend.origin}.  \n"
         f"**Why this model:** {backend.reason}."
     )
-    if backend.english_only:
+    if backend.languages is not None:
         text += (
-            "  \n**English only, no instruction:** the offline fallback model scores English "
-            "text by sentence similarity. Chinese queries run, but its scores mean little there."
+            f"  \n**Reads {backend.languages_label}:** text in another language (by the share "
+            "of CJK characters) is not reranked: the Chinese corpus and pasted Chinese lists "
+            "are shown in BM25's (or their input) order, because a model that cannot read "
+            "them would only shuffle them. "
+            f"Tick “{RERANK_ANYWAY}” to see its order all the same."
         )
+    if not backend.takes_instruction:
+        text += "  \n**No instruction:** this model does not read one."
+    if backend.is_minilm:
+        text += f"  \n**Best available here?** {OFFLINE_BEST_NOTE}"
     return text
 
 
@@ -141,6 +148,13 @@ def build_demo(
                     step=1,
                     label="Shown after reranking (top-n)",
                     elem_id="rr-topn",
+                )
+                rerank_anyway = gr.Checkbox(
+                    value=False,
+                    label=RERANK_ANYWAY,
+                    info=f"Off: text that {model_label} cannot read keeps BM25's order",
+                    visible=backend.languages is not None,
+                    elem_id="rr-rerank-anyway",
                 )
                 with gr.Accordion("Instruction", open=True):
                     preset = gr.Dropdown(
@@ -218,6 +232,12 @@ def build_demo(
                         label="Instruction", lines=1, elem_id="rr-list-instruction",
                         **instruction_kwargs,
                     )  # fmt: skip
+                    list_anyway = gr.Checkbox(
+                        value=False,
+                        label=RERANK_ANYWAY,
+                        visible=backend.languages is not None,
+                        elem_id="rr-list-rerank-anyway",
+                    )
                     list_go = gr.Button("Rerank", variant="primary", elem_id="rr-list-go")
                 with gr.Column(scale=3):
                     list_status = gr.Markdown(elem_id="rr-list-status")
@@ -230,7 +250,7 @@ def build_demo(
                         elem_id="rr-list-table",
                     )
 
-        inputs = [corpus, query, top_k, top_n, instruction, pasted, upload, split]
+        inputs = [corpus, query, top_k, top_n, instruction, pasted, upload, split, rerank_anyway]
         outputs = [status, timings, table, chart, docs_view]
         go.click(handlers.search, inputs, outputs)
         for label, dataset in example_sets:
@@ -251,7 +271,7 @@ def build_demo(
             )
         list_go.click(
             handlers.rerank_list,
-            [list_query, list_docs, list_instruction],
+            [list_query, list_docs, list_instruction, list_anyway],
             [list_status, list_out],
         )
     return blocks

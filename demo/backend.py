@@ -16,10 +16,12 @@ from pathlib import Path
 
 import httpx
 
+from rerank_plugins.eval.languages import LANGUAGE_NAMES, model_languages
 from rerank_plugins.prompts import is_qwen3_reranker
 
 __all__ = [
     "MINILM_NAME",
+    "OFFLINE_BEST_NOTE",
     "QWEN3_MODEL",
     "Backend",
     "ModelChoice",
@@ -46,6 +48,14 @@ MINILM_NOTE = (
     "all-MiniLM-L6-v2 is a small English sentence-embedding model (cosine similarity, "
     "256 tokens per text): it takes no instruction and does not understand Chinese."
 )
+# What the page says when the embedded default is MiniLM: no better model runs offline here.
+OFFLINE_BEST_NOTE = (
+    "MiniLM is the demo's offline default because no better reranker runs without the model "
+    "hub: the only other model available offline is a random-weight test model. It is a "
+    "bi-encoder (a cosine of two embeddings), not a "
+    "cross-encoder reranker, and on some data it ranks worse than BM25 alone: measure it on "
+    "yours with `rerank-evaluate` before trusting its order."
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,31 @@ class Backend:
     """Why this model, in a sentence a person reads."""
     takes_instruction: bool
     english_only: bool
+
+    @property
+    def languages(self) -> frozenset[str] | None:
+        """The languages the model reads (None: many, or not known)."""
+        if self.english_only:
+            return frozenset({"en"})
+        return model_languages(self.model)
+
+    def reads(self, language: str) -> bool:
+        """Whether the model can read text in ``language`` ("en", "zh")."""
+        languages = self.languages
+        return languages is None or language in languages
+
+    @property
+    def languages_label(self) -> str:
+        """``English only``, or ``many languages``."""
+        languages = self.languages
+        if languages is None:
+            return "many languages"
+        return " and ".join(LANGUAGE_NAMES.get(x, x) for x in sorted(languages)) + " only"
+
+    @property
+    def is_minilm(self) -> bool:
+        """Whether the model is all-MiniLM-L6-v2, the offline default."""
+        return "minilm" in self.model.lower()
 
     @property
     def instruction_note(self) -> str:

@@ -15,6 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from rerank_plugins import AsyncRerankClient, RerankError
+from rerank_plugins.eval.languages import LANGUAGE_NAMES, cjk_share, text_language
 from rerank_plugins.retrieval import Hit
 
 from .backend import Backend
@@ -27,7 +28,7 @@ from .inputs import (
     parse_file,
     parse_text,
 )
-from .pipeline import IndexCache, rerank_hits, run_search
+from .pipeline import IndexCache, bm25_order, rerank_hits, run_search
 from .views import (
     LIST_COLUMNS,
     TABLE_COLUMNS,
@@ -38,11 +39,12 @@ from .views import (
     timing_markdown,
 )
 
-__all__ = ["OWN_DOCS", "Handlers", "error_markdown", "user_documents"]
+__all__ = ["OWN_DOCS", "RERANK_ANYWAY", "Handlers", "error_markdown", "user_documents"]
 
 logger = logging.getLogger("demo")
 
 OWN_DOCS = "Your documents (paste or upload)"
+RERANK_ANYWAY = "Rerank anyway, even text the model cannot read"
 SearchOutputs = tuple[str, str, pd.DataFrame, Any, str]
 
 
@@ -103,6 +105,22 @@ class Handlers:
             return None
         return (text or "").strip() or None
 
+    def unreadable(self, query: str, texts: Sequence[str]) -> str | None:
+        """Why the model should not rerank these texts (None: it can read them).
+
+        The language is a script check (the share of CJK characters among the letters of the
+        query and the candidates); the model's languages come from a small table.
+        """
+        language = text_language([query, *texts])
+        if self.backend.reads(language):
+            return None
+        share = cjk_share([query, *texts])
+        return (
+            f"`{self.backend.model}` reads {self.backend.languages_label}, and this text is "
+            f"{LANGUAGE_NAMES.get(language, language)} ({share:.0%} CJK characters): a model "
+            "that cannot read it reorders it by accident, not by meaning"
+        )
+
     def corpus_documents(
         self, choice: str, pasted: str | None, upload: str | None, split: str
     ) -> tuple[Sequence[str], str]:
@@ -128,9 +146,14 @@ class Handlers:
         pasted: str,
         upload: str | None,
         split: str,
+        rerank_anyway: bool = False,
         progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio injects the tracker)
     ) -> SearchOutputs:
-        """BM25 then rerank; returns status, timings, table, chart and documents."""
+        """BM25 then rerank; returns status, timings, table, chart and documents.
+
+        Candidates in a language the model cannot read keep BM25's order (and the status says
+        why) unless ``rerank_anyway``.
+        """
         if not query or not query.strip():
             return _empty(error_markdown("Type a query first."))
         try:
@@ -143,6 +166,14 @@ class Handlers:
         def on_progress(done: int, total: int) -> None:
             progress(done / total, desc=f"Reranking: batch {done} of {total}")
 
+        reasons: list[str] = []
+
+        def should_rerank(q: str, hits: Sequence[Hit]) -> bool:
+            reason = self.unreadable(q, [hit.text for hit in hits])
+            if reason is not None:
+                reasons.append(reason)
+            return reason is None or bool(rerank_anyway)
+
         try:
             outcome = await run_search(
                 self.client,
@@ -152,6 +183,7 @@ class Handlers:
                 top_k=int(top_k),
                 instruction=self._instruction(instruction),
                 on_progress=on_progress,
+                rerank=should_rerank,
             )
         except RerankError as exc:
             return _empty(self._backend_error(exc))
@@ -162,17 +194,29 @@ class Handlers:
         if not outcome.hits:
             return _empty(error_markdown("BM25 found no document sharing a word with the query."))
         shown = outcome.shown(int(top_n))
-        status = (
-            f"Reranked BM25's top {len(outcome.hits)} of {len(documents):,} documents "
-            f"({source}); showing the best {len(shown)}."
-        )
+        if not outcome.reranked:
+            status = (
+                f"**Showing BM25's order, not reranked.** {reasons[0]}. Tick “{RERANK_ANYWAY}” "
+                f"to see the model's order.  \nBM25's top {len(outcome.hits)} of "
+                f"{len(documents):,} documents ({source}); showing the best {len(shown)}."
+            )
+        else:
+            status = (
+                f"Reranked BM25's top {len(outcome.hits)} of {len(documents):,} documents "
+                f"({source}); showing the best {len(shown)}."
+            )
+            if reasons:
+                status = (
+                    f"⚠ **Reranked anyway:** {reasons[0]}. This order is not an improvement "
+                    f"on BM25's.  \n{status}"
+                )
         model = outcome.result.model if outcome.result else self.backend.model
         return (
             status,
             timing_markdown(outcome, len(documents), model),
-            results_table(shown),
+            results_table(shown, outcome.reranked),
             comparison_figure(outcome, int(top_n)),
-            documents_html(shown, outcome.query, outcome.language),
+            documents_html(shown, outcome.query, outcome.language, outcome.reranked),
         )
 
     def check_documents(self, pasted: str, upload: str | None, split: str) -> str:
@@ -190,9 +234,13 @@ class Handlers:
         return f"✓ {len(docs):,} documents ready ({source}). Pick “{OWN_DOCS}” to search them."
 
     async def rerank_list(
-        self, query: str, candidates: str, instruction: str
+        self, query: str, candidates: str, instruction: str, rerank_anyway: bool = False
     ) -> tuple[str, pd.DataFrame]:
-        """Rank pasted candidates (one per line) for ``query``: status line and table."""
+        """Rank pasted candidates (one per line) for ``query``: status line and table.
+
+        Candidates in a language the model cannot read keep their input order (the status
+        says why) unless ``rerank_anyway``.
+        """
         empty = pd.DataFrame(columns=LIST_COLUMNS)
         if not query or not query.strip():
             return error_markdown("Type a query first."), empty
@@ -204,6 +252,13 @@ class Handlers:
             return error_markdown("Paste at least one candidate, one per line."), empty
         # No BM25 stage here: each candidate is a "hit" at its input position.
         hits = [Hit(i, 0.0, doc) for i, doc in enumerate(docs)]
+        reason = self.unreadable(query, docs)
+        if reason is not None and not rerank_anyway:
+            status = (
+                f"**Kept in input order, not reranked.** {reason}. Tick “{RERANK_ANYWAY}” "
+                f"to see the model's order.  \n{len(docs)} candidates."
+            )
+            return status, list_table(bm25_order(hits), reranked=False)
         try:
             ranked, result = await rerank_hits(
                 self.client, query.strip(), hits, instruction=self._instruction(instruction)
@@ -214,6 +269,10 @@ class Handlers:
             f"Ranked {len(docs)} candidates with `{result.model}` · "
             f"**Tokens** {result.usage.total_tokens:,}"
         )
+        if reason is not None:
+            status = (
+                f"⚠ **Reranked anyway:** {reason}. This order is not an improvement.  \n{status}"
+            )
         return status, list_table(ranked)
 
     def _backend_error(self, exc: RerankError) -> str:

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from rerank_plugins import AsyncRerankClient, RerankResult
 from rerank_plugins.retrieval import BM25Index, Hit, Language
 
-__all__ = ["IndexCache", "Ranked", "SearchOutcome", "corpus_key", "rerank_hits", "run_search"]
+__all__ = [
+    "IndexCache",
+    "Ranked",
+    "SearchOutcome",
+    "bm25_order",
+    "corpus_key",
+    "rerank_hits",
+    "run_search",
+]
 
 
 def corpus_key(documents: Sequence[str]) -> str:
@@ -101,10 +109,27 @@ class SearchOutcome:
     index_ms: float | None
     rerank_ms: float
     language: Language
+    reranked: bool = True
+    """False when the reranker was skipped: ``ranked`` is then BM25's own order."""
 
     def shown(self, top_n: int) -> tuple[Ranked, ...]:
         """The first ``top_n`` reranked documents."""
         return self.ranked[:top_n]
+
+
+def bm25_order(hits: Sequence[Hit]) -> tuple[Ranked, ...]:
+    """BM25's candidates as they are: each keeps its BM25 rank and score (nothing moves)."""
+    return tuple(
+        Ranked(
+            rank=rank,
+            score=hit.score,
+            bm25_rank=rank,
+            bm25_score=hit.score,
+            index=hit.index,
+            text=hit.text,
+        )
+        for rank, hit in enumerate(hits, start=1)
+    )
 
 
 async def rerank_hits(
@@ -142,8 +167,13 @@ async def run_search(
     top_k: int,
     instruction: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    rerank: bool | Callable[[str, Sequence[Hit]], bool] = True,
 ) -> SearchOutcome:
-    """BM25 top-``top_k`` over ``documents``, then rerank them all (the caller cuts to top-n)."""
+    """BM25 top-``top_k`` over ``documents``, then rerank them all (the caller cuts to top-n).
+
+    ``rerank`` False (or a callable of the query and the hits returning False) keeps BM25's
+    order and sends nothing to the reranker.
+    """
     # Indexing a new corpus takes up to seconds (jieba's dictionary on first use): keep it off
     # the event loop, which serves every other user of the app meanwhile.
     index, index_ms = await asyncio.to_thread(cache.get, documents)
@@ -153,7 +183,10 @@ async def run_search(
     ranked: tuple[Ranked, ...] = ()
     result = None
     rerank_ms = 0.0
-    if hits:
+    wanted = rerank(query, hits) if callable(rerank) else rerank
+    if hits and not wanted:
+        ranked = bm25_order(hits)
+    elif hits:
         start = time.perf_counter()
         ranked, result = await rerank_hits(
             client, query, hits, instruction=instruction, on_progress=on_progress
@@ -168,4 +201,5 @@ async def run_search(
         index_ms=index_ms,
         rerank_ms=rerank_ms,
         language=index.language,
+        reranked=bool(wanted) or not hits,
     )

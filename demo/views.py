@@ -54,12 +54,18 @@ def _snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     return text
 
 
-def results_table(shown: Sequence[Ranked]) -> pd.DataFrame:
-    """The comparison table: reranked rank and score next to BM25's rank and score."""
+NOT_SCORED = "—"
+
+
+def results_table(shown: Sequence[Ranked], reranked: bool = True) -> pd.DataFrame:
+    """The comparison table: reranked rank and score next to BM25's rank and score.
+
+    Not ``reranked``: BM25's own order, with no rerank score (``—``).
+    """
     rows = [
         [
             r.rank,
-            round(r.score, 4),
+            round(r.score, 4) if reranked else NOT_SCORED,
             r.bm25_rank,
             round(r.bm25_score, 3),
             r.change_label,
@@ -71,9 +77,11 @@ def results_table(shown: Sequence[Ranked]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def list_table(shown: Sequence[Ranked]) -> pd.DataFrame:
+def list_table(shown: Sequence[Ranked], reranked: bool = True) -> pd.DataFrame:
     """The pasted-list tab's table: rank, score, the candidate's input position, its text."""
-    rows = [[r.rank, round(r.score, 4), r.index + 1, r.text] for r in shown]
+    rows = [
+        [r.rank, round(r.score, 4) if reranked else NOT_SCORED, r.index + 1, r.text] for r in shown
+    ]
     return pd.DataFrame(rows, columns=LIST_COLUMNS)
 
 
@@ -116,6 +124,22 @@ def comparison_figure(outcome: SearchOutcome, top_n: int) -> Figure:
     slope.set_title(f"Rank change of the top {len(shown)}", fontsize=11)
     for side in ("left", "right", "top"):
         slope.spines[side].set_visible(False)
+
+    if not outcome.reranked:
+        slope.set_xticks([0, 1], ["BM25 rank", "Shown (BM25's order)"])
+        scatter.axis("off")
+        scatter.text(
+            0.5,
+            0.5,
+            "Not reranked: the model cannot read\nthis language, so BM25's order is shown.",
+            ha="center",
+            va="center",
+            fontsize=11,
+            transform=scatter.transAxes,
+        )
+        fig.tight_layout()
+        plt.close(fig)
+        return fig
 
     others = outcome.ranked[top_n:]
     if others:
@@ -189,17 +213,20 @@ def _change_badge(r: Ranked) -> str:
     return f'<span class="chg {cls}">{html.escape(r.change_label)}</span>'
 
 
-def documents_html(shown: Sequence[Ranked], query: str, language: Language) -> str:
+def documents_html(
+    shown: Sequence[Ranked], query: str, language: Language, reranked: bool = True
+) -> str:
     """The shown documents, best first, full text with query terms highlighted."""
     if not shown:
         return '<div class="rr-empty">No results yet.</div>'
     cards = []
     for r in shown:
         text = r.text if len(r.text) <= CARD_CHARS else r.text[:CARD_CHARS] + "…"
+        score = f"score <b>{r.score:.4f}</b>" if reranked else "not reranked"
         cards.append(
             '<div class="rr-card">'
             f'<div class="rr-head"><span class="rr-rank">#{r.rank}</span>'
-            f'<span class="rr-meta">score <b>{r.score:.4f}</b> · BM25 #{r.bm25_rank} '
+            f'<span class="rr-meta">{score} · BM25 #{r.bm25_rank} '
             f"({r.bm25_score:.2f}) · {_change_badge(r)} · doc {r.index}</span></div>"
             f'<div class="rr-text">{highlight(text, query, language)}</div></div>'
         )
@@ -217,6 +244,12 @@ def timing_markdown(
     )
     tokens = outcome.result.usage.total_tokens if outcome.result else 0
     batch_note = f", {batches} batches" if batches and batches > 1 else ""
+    if not outcome.reranked:
+        return (
+            f"**BM25** {outcome.bm25_ms:,.1f} ms over {corpus_size:,} documents{index} · "
+            f"**Rerank** skipped ({len(outcome.hits)} candidates kept in BM25's order) · "
+            f"**Model** `{model}`"
+        )
     return (
         f"**BM25** {outcome.bm25_ms:,.1f} ms over {corpus_size:,} documents{index} · "
         f"**Rerank** {outcome.rerank_ms:,.0f} ms for {len(outcome.hits)} candidates"

@@ -136,7 +136,12 @@ def test_search_shows_ranked_table_chart_and_documents(page: Page, demo_url: str
     # The MiniLM backend is announced, and it takes no instruction.
     banner = page.locator("#rr-banner").inner_text()
     assert "all-MiniLM-L6-v2" in banner and "English only" in banner
+    # The page says why the Chinese corpus is not reranked, and that no better model runs here.
+    assert "not reranked" in banner and "BM25's" in banner
+    assert "no better reranker runs without the model hub" in banner
     assert page.locator("#rr-instruction textarea").is_disabled()
+    anyway = page.locator("#rr-rerank-anyway input[type=checkbox]")
+    assert anyway.is_visible() and not anyway.is_checked()
 
     _search(page, "how do python decorators work", top_n=5)
     _wait_for_results(page)
@@ -155,6 +160,9 @@ def test_search_shows_ranked_table_chart_and_documents(page: Page, demo_url: str
             change == "=" or int(change[2:]) == abs(bm25_rank - rank)
         )
     assert "decorator" in rows[0][6].lower()
+    status = page.locator("#rr-status").inner_text()
+    assert "Reranked BM25's top" in status and "not reranked" not in status
+    assert any(change != "=" for change in (r[4] for r in rows))  # English: the model reorders
     chart = page.locator("#rr-chart [data-testid=matplotlib] img")
     assert chart.evaluate("img => img.naturalWidth") > 500
     assert page.locator("#rr-docs .rr-card").count() == 5
@@ -166,14 +174,54 @@ def test_search_shows_ranked_table_chart_and_documents(page: Page, demo_url: str
     page.screenshot(path=str(ARTIFACTS / "demo_search.png"), full_page=True)
 
 
-def test_chinese_example_click_searches_the_chinese_corpus(page: Page, demo_url: str) -> None:
+def test_chinese_corpus_shows_bm25_order_and_says_why(page: Page, demo_url: str) -> None:
     _open(page, demo_url)
     page.locator("#rr-examples-demo_zh").get_by_text("解释量子纠缠的基本原理").click()
     _wait_for_results(page)
-    assert "中文" in page.locator("#rr-status").inner_text()
+    status = page.locator("#rr-status")
+    status.get_by_text("not reranked").wait_for()
+    text = status.inner_text()
+    assert "中文" in text and "English only" in text and "Chinese" in text
+    assert "CJK characters" in text and "Rerank anyway" in text
     rows = _table(page)
     assert len(rows) == 10 and any("量子纠缠" in r[6] for r in rows)
+    # BM25's order as it is: rank = BM25 rank, nothing moved, no rerank score.
+    assert [int(r[0]) for r in rows] == [int(r[2]) for r in rows] == list(range(1, 11))
+    assert {r[4] for r in rows} == {"="} and {r[1] for r in rows} == {"—"}
+    assert "skipped" in page.locator("#rr-timings").inner_text()
+    assert page.locator("#rr-docs .rr-card").first.inner_text().count("not reranked") == 1
     page.screenshot(path=str(ARTIFACTS / "demo_search_zh.png"), full_page=True)
+
+    # Asked for explicitly, the model's order comes with a warning that it is no improvement.
+    page.locator("#rr-rerank-anyway input[type=checkbox]").check()
+    page.locator("#rr-go").click()
+    status.get_by_text("Reranked anyway").wait_for()
+    assert "not an improvement" in status.inner_text()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#rr-table [role=row].virtual-row')]"
+        ".some(r => r.querySelectorAll('[role=gridcell]')[1].innerText.trim() !== '—')"
+    )
+    rows = _table(page)
+    assert all(r[1] != "—" for r in rows)
+
+
+def test_pasted_chinese_list_keeps_its_order(page: Page, demo_url: str) -> None:
+    _open(page, demo_url)
+    page.get_by_role("tab", name="Rerank a list").click()
+    # The list tab opens with the seed example: a Chinese query and Chinese candidates.
+    assert page.locator("#rr-list-query textarea").input_value() == "解释量子纠缠的基本原理"
+    docs = page.locator("#rr-list-docs textarea").input_value().splitlines()
+    assert len(docs) >= 3
+    page.locator("#rr-list-go").click()
+    status = page.locator("#rr-list-status")
+    status.get_by_text("Kept in input order").wait_for()
+    assert "English only" in status.inner_text() and "Chinese" in status.inner_text()
+    rows = page.locator("#rr-list-table [role=row].virtual-row")
+    rows.first.wait_for()
+    cells = [rows.nth(i).locator("[role=gridcell]").all_inner_texts() for i in range(rows.count())]
+    assert [int(c[2]) for c in cells] == list(range(1, len(docs) + 1))
+    assert {c[1].strip() for c in cells} == {"—"}
+    page.screenshot(path=str(ARTIFACTS / "demo_list_zh.png"), full_page=True)
 
 
 def test_uploaded_file_is_searched(page: Page, demo_url: str, tmp_path: Path) -> None:

@@ -347,3 +347,74 @@ def test_module_level_demo_is_built_from_the_environment(monkeypatch: pytest.Mon
     assert isinstance(built, gr.Blocks) and app.demo is built
     with pytest.raises(AttributeError):
         _ = app.no_such_thing
+
+
+# -- a model that cannot read the text does not rerank it ------------------------------------
+
+
+def _dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_backend_languages_come_from_the_model_table() -> None:
+    minilm = Backend("http://x", MINILM_NAME, "o", "r", False, True)
+    assert minilm.languages == frozenset({"en"}) and minilm.languages_label == "English only"
+    assert minilm.reads("en") and not minilm.reads("zh") and minilm.is_minilm
+    qwen = Backend("http://x", "Qwen/Qwen3-Reranker-0.6B", "o", "r", True, False)
+    assert qwen.languages is None and qwen.reads("zh") and not qwen.is_minilm
+    unknown = Backend("http://x", "my-reranker", "o", "r", False, False)
+    assert unknown.reads("zh")  # unknown models are given the benefit of the doubt
+
+
+async def test_chinese_corpus_keeps_bm25_order_without_calling_an_english_model(
+    corpora: dict,
+) -> None:
+    # The server is down: the search must still answer, because nothing is sent to it.
+    url = _dead_url()
+    be = Backend(url, MINILM_NAME, f"server at {url}", "test", False, True)
+    async with AsyncRerankClient(base_url=url, max_retries=0, model=MINILM_NAME) as client:
+        handlers = Handlers(client, be, corpora)
+        label = corpora["demo_zh"].label
+        status, timings, table, figure, docs_html = await handlers.search(
+            label, "解释量子纠缠的基本原理", 20, 5, "", "", None, AUTO
+        )
+    assert "not reranked" in status and "English only" in status and "Chinese" in status
+    assert "中文" in status  # the corpus it searched
+    assert table["Rank"].tolist() == table["BM25 rank"].tolist() == [1, 2, 3, 4, 5]
+    assert set(table["Change"]) == {"="} and set(table["Score"]) == {"—"}
+    assert "skipped" in timings and figure is not None
+    assert "not reranked" in docs_html
+
+
+async def test_chinese_list_keeps_input_order_for_an_english_model() -> None:
+    url = _dead_url()
+    be = Backend(url, MINILM_NAME, f"server at {url}", "test", False, True)
+    async with AsyncRerankClient(base_url=url, max_retries=0, model=MINILM_NAME) as client:
+        handlers = Handlers(client, be, {})
+        status, table = await handlers.rerank_list(
+            "解释量子纠缠的基本原理", "红烧肉的做法\n量子纠缠是粒子之间的关联\n长城很长", ""
+        )
+        assert "Kept in input order" in status and "English only" in status
+        assert table["Input #"].tolist() == [1, 2, 3] and set(table["Score"]) == {"—"}
+        # English text still goes to the (here unreachable) server.
+        with pytest.warns(UserWarning):
+            status, table = await handlers.rerank_list("read json", "a json file\nbread", "")
+        assert "cannot connect" in status
+
+
+async def test_rerank_anyway_reranks_chinese_with_a_warning(
+    minilm_server: ServerHandle, corpora: dict, cache: IndexCache
+) -> None:
+    async with AsyncRerankClient(base_url=minilm_server.base_url) as client:
+        handlers = Handlers(client, _minilm_backend(minilm_server), corpora, cache)
+        status, _, table, _, _ = await handlers.search(
+            corpora["demo_zh"].label, "解释量子纠缠的基本原理", 20, 5, "", "", None, AUTO, True
+        )
+        assert "Reranked anyway" in status and "not an improvement" in status
+        assert all(isinstance(s, float) for s in table["Score"])
+        status, table = await handlers.rerank_list(
+            "解释量子纠缠的基本原理", "红烧肉的做法\n量子纠缠是粒子之间的关联", "", True
+        )
+        assert "Reranked anyway" in status and len(table) == 2
