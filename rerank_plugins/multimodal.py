@@ -108,6 +108,44 @@ class ImageDocument:
             raise RerankInputError(f"cannot read image {str(file)!r}: {exc.strerror}") from None
         return cls.from_bytes(data, mime_type, text)
 
+    @classmethod
+    def from_fields(
+        cls,
+        text: str | None = None,
+        *,
+        url: str | None = None,
+        base64_data: str | None = None,
+        path: str | Path | None = None,
+        mime_type: str | None = None,
+    ) -> ImageDocument | None:
+        """From the image fields frameworks use; None when there is no image.
+
+        LlamaIndex's ``ImageNode`` has ``image`` (base64 text), ``image_path``, ``image_url`` and
+        ``image_mimetype``: ``from_fields(node.text or None, url=node.image_url,
+        base64_data=node.image, path=node.image_path, mime_type=node.image_mimetype)``. The
+        first one set is used: ``base64_data``, then ``url``, then ``path``.
+        """
+        if base64_data:
+            data_url = f"data:{mime_type or 'image/png'};base64,{base64_data}"
+            return cls((data_url,), text)
+        if url:
+            return cls((url,), text)
+        if path:
+            return cls.from_path(path, text)
+        return None
+
+    @classmethod
+    def from_metadata(cls, text: str, metadata: Mapping[str, Any]) -> ImageDocument | None:
+        """From a LangChain ``Document``'s text and metadata; None without an image.
+
+        NVIDIA's convention (``langchain_nvidia_ai_endpoints.NVIDIARerank``): an ``"image"``
+        key holding an http(s) URL or a ``data:image/...;base64`` URL.
+        """
+        image = metadata.get("image")
+        if not image:
+            return None
+        return cls((str(image),), text or None)
+
     def content(self) -> list[dict[str, Any]]:
         """The content parts: the images, then the text (if any)."""
         parts = [image_part(url) for url in self.images]

@@ -28,6 +28,15 @@ Fixtures (each server fixture yields a ``ServerHandle`` with ``.base_url``, ``.m
                             process group the session started. Served as
                             "tiny-qwen3-reranker-victim". A test that leaves it paused or
                             killed should ``restart()``/``resume()`` it for the next one.
+- ``mxbai_server``          tiny random-weight mxbai-rerank-v2 look-alike (Qwen2) with
+                            rerank-serve's defaults for its family (overrides + template);
+                            ``.kind`` "mxbai". Served as "tiny-mxbai-rerank-base-v2".
+- ``bge_gemma_server``      tiny random-weight bge-reranker-v2-gemma look-alike (Gemma), defaults;
+                            ``.kind`` "bge-gemma". Served as "tiny-bge-reranker-v2-gemma".
+- ``jina_v3_server``        tiny random-weight jina-reranker-v3 look-alike (native JinaForRanking,
+                            LISTWISE: one prompt per request), defaults; ``.kind`` "jina-v3";
+                            reference via ``reference_scores.run({"kind": "jina-v3", ...})``.
+                            Served as "tiny-jina-reranker-v3".
 - ``reference_scores``      callable computing transformers reference scores in the vLLM venv.
 
 Every server that some collected test needs is spawned right after collection, all at once, so
@@ -163,6 +172,21 @@ def tls_server() -> ServerHandle:
 @pytest.fixture(scope="session")
 def victim_server() -> ServerHandle:
     return _server("victim_server")
+
+
+@pytest.fixture(scope="session")
+def mxbai_server() -> ServerHandle:
+    return _server("mxbai_server")
+
+
+@pytest.fixture(scope="session")
+def bge_gemma_server() -> ServerHandle:
+    return _server("bge_gemma_server")
+
+
+@pytest.fixture(scope="session")
+def jina_v3_server() -> ServerHandle:
+    return _server("jina_v3_server")
 
 
 class ReferenceScores:

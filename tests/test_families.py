@@ -13,10 +13,11 @@ import json
 import shlex
 from pathlib import Path
 
+import httpx
 import jinja2
 import pytest
 
-from rerank_plugins import RerankInputError, multimodal, serve
+from rerank_plugins import RerankClient, RerankInputError, multimodal, serve
 from rerank_plugins.families import (
     FAMILIES,
     GENERIC,
@@ -397,6 +398,19 @@ def test_malformed_multimodal_items_are_input_errors(bad):
         multimodal.build_multimodal_rerank_body("m", "q", ["ok", bad])
 
 
+def test_image_documents_from_framework_fields():
+    # LlamaIndex ImageNode fields (image = base64 text) and LangChain/NVIDIA metadata["image"].
+    b64 = "iVBORw0KGgo="
+    node = multimodal.ImageDocument.from_fields("cap", base64_data=b64, mime_type="image/jpeg")
+    assert node == multimodal.ImageDocument((f"data:image/jpeg;base64,{b64}",), "cap")
+    by_url = multimodal.ImageDocument.from_fields(None, url="https://x/a.png")
+    assert by_url.content() == [multimodal.image_part("https://x/a.png")]
+    assert multimodal.ImageDocument.from_fields("only text") is None
+    lc = multimodal.ImageDocument.from_metadata("", {"image": "https://x/b.png", "k": 1})
+    assert lc == multimodal.ImageDocument(("https://x/b.png",), None)
+    assert multimodal.ImageDocument.from_metadata("text", {"source": "a"}) is None
+
+
 def test_image_documents_validate_their_images():
     with pytest.raises(RerankInputError, match="at least one image"):
         multimodal.ImageDocument(())
@@ -411,3 +425,139 @@ def test_image_documents_validate_their_images():
     passthrough = {"content": [{"type": "text", "text": "t"}]}
     assert multimodal.to_score_input(passthrough) == passthrough
     assert multimodal.has_images(["a", one]) and not multimodal.has_images("q", ["a", "b"])
+
+
+# --- tiny models of other families on real servers ----------------------------------------------
+
+FAMILY_SERVERS = {
+    "mxbai_server": "mxbai-rerank-v2",
+    "bge_gemma_server": "bge-reranker-v2-gemma",
+}
+PAIRS_QUERY = "how do I read a JSON file in Python"
+PAIRS_DOCS = [
+    "Use json.load to read a JSON file into a dict.",
+    "The csv module parses comma separated files.",
+    "Boil the pasta for ten minutes.",
+    "上海是中国的一个城市。",
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("fixture", list(FAMILY_SERVERS))
+def test_family_served_with_defaults_gives_the_official_scores(request, reference_scores, fixture):
+    server = request.getfixturevalue(fixture)
+    family = FAMILIES[FAMILY_SERVERS[fixture]]
+    # Served by rerank-serve's defaults for the family: its overrides and its template.
+    assert server.config.resolved_family == family.name
+    cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+    assert flag_value(cmdline, "--chat-template") == str(template_path(family.template))
+    assert json.loads(flag_value(cmdline, "--hf-overrides")) == family.hf_overrides
+    assert cmdline[2:4] == ["serve", str(server.model_path)]  # vLLM's CLI, not api_server
+
+    expected = reference_scores(server, [(PAIRS_QUERY, d) for d in PAIRS_DOCS])
+    # A third-party client: plain query and documents, plain httpx, no prompt knowledge.
+    body = {"model": server.model_name, "query": PAIRS_QUERY, "documents": PAIRS_DOCS}
+    resp = httpx.post(f"{server.base_url}/rerank", json=body, timeout=120)
+    assert resp.status_code == 200, resp.text
+    got = {r["index"]: r["relevance_score"] for r in resp.json()["results"]}
+    raw_error = max(abs(got[i] - expected[i]) for i in range(len(PAIRS_DOCS)))
+    # This package's client.
+    with RerankClient(server.base_url, model=server.model_name) as client:
+        result = client.rerank(PAIRS_QUERY, PAIRS_DOCS)
+    ours = {item.index: item.score for item in result}
+    client_error = max(abs(ours[i] - expected[i]) for i in range(len(PAIRS_DOCS)))
+    print(
+        f"{family.name}: max |vLLM - official reference| httpx {raw_error:.2e}, "
+        f"RerankClient {client_error:.2e}; scores {expected}"
+    )
+    assert raw_error < 1e-4, (got, expected)
+    assert client_error < 1e-4, (ours, expected)
+    # The reference is sensitive to the prompt: plain concatenation would score otherwise.
+    assert len({round(s, 6) for s in expected}) == len(PAIRS_DOCS)
+    if fixture == "bge_gemma_server":
+        # FlagEmbedding's normalize=False score, the raw "Yes" logit: vLLM without activation.
+        logits = reference_scores.run(
+            {
+                "model": str(server.model_path),
+                "kind": "bge-gemma",
+                "pairs": [[PAIRS_QUERY, d] for d in PAIRS_DOCS],
+                "normalize": False,
+            }
+        )["scores"]
+        resp = httpx.post(
+            f"{server.base_url}/rerank", json={**body, "use_activation": False}, timeout=120
+        )
+        raw = {r["index"]: r["relevance_score"] for r in resp.json()["results"]}
+        logit_error = max(abs(raw[i] - logits[i]) for i in range(len(PAIRS_DOCS)))
+        print(f"{family.name}: max |vLLM raw logit - reference logit| {logit_error:.2e}")
+        assert logit_error < 1e-4, (raw, logits)
+
+
+@pytest.mark.integration
+def test_v1_models_root_names_the_family_for_clients(mxbai_server):
+    # The signal a client has for a model's family (listwise, images): /v1/models id and root.
+    card = httpx.get(f"{mxbai_server.base_url}/v1/models", timeout=30).json()["data"][0]
+    assert card["id"] == mxbai_server.model_name
+    assert card["root"] == str(mxbai_server.model_path)
+    found = family_of(card["id"], card["root"])
+    assert found is not None and found.name == "mxbai-rerank-v2"
+    assert not is_listwise(card["id"], card["root"])
+    served_as_other = family_of("plain-name", card["root"])
+    assert served_as_other is not None and served_as_other.name == "mxbai-rerank-v2"
+
+
+@pytest.mark.integration
+def test_a_text_only_family_refuses_an_image_document_like_the_check_says(mxbai_server):
+    server = mxbai_server
+    docs = ["text", multimodal.ImageDocument.from_bytes(PNG, text="a dot")]
+    with pytest.raises(RerankInputError, match="text only"):
+        multimodal.check_images_allowed("q", docs, model_name=server.model_name)
+    # What vLLM itself answers when the body is sent anyway.
+    body = multimodal.build_multimodal_rerank_body(server.model_name, "q", docs)
+    resp = httpx.post(f"{server.base_url}/rerank", json=body, timeout=60)
+    assert resp.status_code == 400, resp.text
+    assert "MultiModalParam is not supported" in resp.json()["error"]["message"]
+
+
+@pytest.mark.integration
+def test_listwise_family_scores_the_whole_list_in_one_request(jina_v3_server, reference_scores):
+    server = jina_v3_server
+    assert server.config.resolved_family == "jina-reranker-v3"
+    assert is_listwise(server.model_name)
+    cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+    assert "--chat-template" not in cmdline and "--hf-overrides" not in cmdline
+
+    def reference(docs):
+        payload = {
+            "model": str(server.model_path),
+            "kind": "jina-v3",
+            "query": PAIRS_QUERY,
+            "documents": docs,
+        }
+        return reference_scores.run(payload)["scores"]
+
+    def served(docs):
+        body = {"model": server.model_name, "query": PAIRS_QUERY, "documents": docs}
+        resp = httpx.post(f"{server.base_url}/rerank", json=body, timeout=120)
+        assert resp.status_code == 200, resp.text
+        got = {r["index"]: r["relevance_score"] for r in resp.json()["results"]}
+        return [got[i] for i in range(len(docs))]
+
+    expected = reference(PAIRS_DOCS)
+    raw = served(PAIRS_DOCS)
+    raw_error = max(abs(a - b) for a, b in zip(raw, expected, strict=True))
+    with RerankClient(server.base_url, model=server.model_name) as client:
+        result = client.rerank(PAIRS_QUERY, PAIRS_DOCS)
+    ours = {item.index: item.score for item in result}
+    client_error = max(abs(ours[i] - expected[i]) for i in range(len(PAIRS_DOCS)))
+    # Listwise: the same two documents score otherwise in a list of two.
+    half_ref, half_served = reference(PAIRS_DOCS[:2]), served(PAIRS_DOCS[:2])
+    split_shift = max(abs(a - b) for a, b in zip(half_ref, expected[:2], strict=True))
+    print(
+        f"jina-reranker-v3: max |vLLM - listwise reference| httpx {raw_error:.2e}, "
+        f"RerankClient {client_error:.2e}; a list of two shifts the scores by {split_shift:.3f}"
+    )
+    assert raw_error < 1e-4, (raw, expected)
+    assert client_error < 1e-4, (ours, expected)
+    assert max(abs(a - b) for a, b in zip(half_served, half_ref, strict=True)) < 1e-4
+    assert split_shift > 1e-3  # why a listwise model must get the whole list in one request

@@ -23,10 +23,19 @@ object on stdin, writes one on stdout:
       + task prompt + suffix, each piece tokenized on its own; score = sigmoid(logit("1") -
       logit("0")) at the last position.
 
-    {"model": DIR, "kind": "bge-gemma", "pairs": [...]} -> {"scores": [...], "num_tokens": [...]}
+    {"model": DIR, "kind": "bge-gemma", "pairs": [...], "normalize": true}
+        -> {"scores": [...], "num_tokens": [...]}
     bge-gemma: FlagEmbedding's LLM reranker recipe for bge-reranker-v2-gemma, piece by piece:
-      [bos] + ids("A: Q") + ids("\n") + ids("B: D") + ids("\n") + ids(prompt); score = the raw
-      logit of "Yes" at the last position.
+      [bos] + ids("A: Q") + ids("\n") + ids("B: D") + ids("\n") + ids(prompt); score = the
+      logit of "Yes" at the last position, through a sigmoid with "normalize" (FlagEmbedding's
+      compute_score(normalize=True), what vLLM's /rerank returns by default), raw without.
+
+    {"model": DIR, "kind": "jina-v3", "query": Q, "documents": [...], "instruction": null}
+        -> {"scores": [...], "num_tokens": [n]}
+    jina-v3: jina-reranker-v3's listwise recipe (its modeling.py): ONE prompt with every
+      document, each followed by <|embed_token|>, then the query followed by <|rerank_token|>;
+      score = cosine of the projected (Linear, ReLU, Linear) last hidden states at a document's
+      marker and at the query's. The scores depend on the whole list.
 
     {"model": DIR, "kind": "tokens", "texts": [...]} -> {"ids": [[...]], "counts": [...]}
 """
@@ -148,6 +157,8 @@ def mxbai_scores(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def bge_gemma_scores(req: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
     tok, model = _causal_lm(req["model"])
 
     def ids(text: str) -> list[int]:
@@ -162,9 +173,68 @@ def bge_gemma_scores(req: dict[str, Any]) -> dict[str, Any]:
     for query, document in req["pairs"]:
         prompt = [tok.bos_token_id, *ids(f"A: {query}"), *sep, *ids(f"B: {document}"), *sep]
         prompt += prompt_ids
-        scores.append(float(_last_logits(model, prompt)[yes]))
+        logit = _last_logits(model, prompt)[yes]
+        scores.append(float(torch.sigmoid(logit) if req.get("normalize", True) else logit))
         counts.append(len(prompt))
     return {"scores": scores, "num_tokens": counts}
+
+
+JINA_SYSTEM = (
+    "You are a search relevance expert who can determine a ranking of the passages based on how "
+    "relevant they are to the query. If the query is a question, how relevant a passage is "
+    "depends on how well it answers the question. If not, try to analyze the intent of the "
+    "query and assess how well each passage satisfies the intent. If an instruction is "
+    "provided, you should follow the instruction when determining the ranking."
+)
+
+
+def jina_v3_prompt(query: str, documents: list[str], instruction: str | None) -> str:
+    """jina-reranker-v3's listwise prompt for one query and all its documents."""
+    text = (
+        f"I will provide you with {len(documents)} passages, each indicated by a numerical "
+        f"identifier. Rank the passages based on their relevance to query: {query}\n"
+    )
+    if instruction:
+        text += f"<instruct>\n{instruction}\n</instruct>\n"
+    passages = [
+        f'<passage id="{i}">\n{doc}<|embed_token|>\n</passage>' for i, doc in enumerate(documents)
+    ]
+    text += "\n".join(passages) + "\n" + f"<query>\n{query}<|rerank_token|>\n</query>"
+    return (
+        f"<|im_start|>system\n{JINA_SYSTEM}<|im_end|>\n<|im_start|>user\n{text}"
+        "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
+
+
+def jina_v3_scores(req: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, Qwen3Model
+
+    path = req["model"]
+    tok = AutoTokenizer.from_pretrained(path)
+    model = Qwen3Model.from_pretrained(path, dtype=torch.float32).eval()
+    weights = load_file(f"{path}/model.safetensors")
+    # The checkpoint's own weights, not a fresh init (from_pretrained of the base model).
+    assert torch.equal(model.embed_tokens.weight, weights["model.embed_tokens.weight"])
+    projector = torch.nn.Sequential(
+        torch.nn.Linear(model.config.hidden_size, model.config.hidden_size // 2, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.Linear(model.config.hidden_size // 2, 512, bias=False),
+    )
+    projector[0].weight.data = weights["projector.0.weight"].float()
+    projector[2].weight.data = weights["projector.2.weight"].float()
+    prompt = jina_v3_prompt(req["query"], list(req["documents"]), req.get("instruction"))
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    doc_id = tok.convert_tokens_to_ids("<|embed_token|>")
+    query_id = tok.convert_tokens_to_ids("<|rerank_token|>")
+    with torch.no_grad():
+        hidden = model(input_ids=ids).last_hidden_state[0]
+        docs = projector(hidden[ids[0] == doc_id]).double()
+        query = projector(hidden[ids[0] == query_id]).double()
+    assert docs.shape[0] == len(req["documents"]) and query.shape[0] == 1
+    scores = torch.nn.functional.cosine_similarity(query, docs)
+    return {"scores": [float(x) for x in scores], "num_tokens": [int(ids.shape[1])]}
 
 
 def minilm_scores(req: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +282,8 @@ def main() -> int:
         out = mxbai_scores(req)
     elif kind == "bge-gemma":
         out = bge_gemma_scores(req)
+    elif kind == "jina-v3":
+        out = jina_v3_scores(req)
     elif kind == "tokens":
         out = token_ids(req)
     else:

@@ -34,6 +34,11 @@ TINY_MODEL_DIR = ARTIFACTS / "tiny-qwen3-reranker"
 # The same model under a name that says neither "qwen3" nor "reranker" (a copy, not a symlink:
 # ServeConfig.model_name resolves symlinks, and the served name must not give it away either).
 PLAIN_MODEL_DIR = ARTIFACTS / "models" / "plain-scorer"
+# Tiny models of other reranker families; the directory names carry the family's name pattern,
+# so rerank-serve recognises them as a user's checkpoint of that family would be.
+TINY_MXBAI_DIR = ARTIFACTS / "models" / "tiny-mxbai-rerank-base-v2"
+TINY_BGE_GEMMA_DIR = ARTIFACTS / "models" / "tiny-bge-reranker-v2-gemma"
+TINY_JINA_V3_DIR = ARTIFACTS / "models" / "tiny-jina-reranker-v3"
 TLS_DIR = ARTIFACTS / "tls"
 STARTUP_TIMEOUT = float(os.environ.get("RERANK_TEST_STARTUP_TIMEOUT", "420"))
 
@@ -85,6 +90,24 @@ def build_tiny_model() -> Path:
     """Build the tiny Qwen3 reranker once (cached in tests/artifacts) and return its dir."""
     _run_py([str(SUPPORT_DIR / "build_tiny_qwen3_reranker.py"), str(TINY_MODEL_DIR)])
     return TINY_MODEL_DIR
+
+
+def build_tiny_mxbai() -> Path:
+    """Build the tiny mxbai-rerank-v2 look-alike once (Qwen2, "0"/"1" tokens) and return it."""
+    _run_py([str(SUPPORT_DIR / "build_tiny_mxbai_rerank_v2.py"), str(TINY_MXBAI_DIR)])
+    return TINY_MXBAI_DIR
+
+
+def build_tiny_bge_gemma() -> Path:
+    """Build the tiny bge-reranker-v2-gemma look-alike once (Gemma, <bos>, "Yes")."""
+    _run_py([str(SUPPORT_DIR / "build_tiny_bge_reranker_v2_gemma.py"), str(TINY_BGE_GEMMA_DIR)])
+    return TINY_BGE_GEMMA_DIR
+
+
+def build_tiny_jina_v3() -> Path:
+    """Build the tiny jina-reranker-v3 look-alike once (JinaForRanking, listwise, ~40 MB)."""
+    _run_py([str(SUPPORT_DIR / "build_tiny_jina_reranker_v3.py"), str(TINY_JINA_V3_DIR)])
+    return TINY_JINA_V3_DIR
 
 
 def plain_model_dir() -> Path:
@@ -273,7 +296,8 @@ class ServerHandle:
     """A session server as the tests see it."""
 
     name: str
-    kind: str  # "qwen3" or "minilm": which reference computation matches it
+    # Which reference computation matches it: "qwen3", "minilm", "mxbai", "bge-gemma", "jina-v3".
+    kind: str
     config: ServeConfig
     model_path: Path
     api_key: str | None = None
@@ -474,6 +498,9 @@ SERVER_FIXTURES = (
     "tiny_server_family",
     "tls_server",
     "victim_server",
+    "mxbai_server",
+    "bge_gemma_server",
+    "jina_v3_server",
 )
 
 
@@ -559,6 +586,18 @@ class ServerPool:
                 ),
                 model,
             )
+        if name == "mxbai_server":
+            # rerank-serve's defaults for the mxbai-rerank-v2 family (overrides + template).
+            model = build_tiny_mxbai()
+            return ServerHandle(name, "mxbai", _cfg(name, model, max_model_len=512), model)
+        if name == "bge_gemma_server":
+            # rerank-serve's defaults for the bge-reranker-v2-gemma family.
+            model = build_tiny_bge_gemma()
+            return ServerHandle(name, "bge-gemma", _cfg(name, model, max_model_len=512), model)
+        if name == "jina_v3_server":
+            # rerank-serve's defaults for jina-reranker-v3 (native JinaForRanking, listwise).
+            model = build_tiny_jina_v3()
+            return ServerHandle(name, "jina-v3", _cfg(name, model, max_model_len=1024), model)
         if name == "minilm_server":
             model = minilm_dir()
             return ServerHandle(
