@@ -260,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _announce_prompt(cfg: ServeConfig) -> None:
     """Say who formats the prompt; warn about the client opt-out and a misleading env var."""
+    print(f"rerank-serve: {cfg.family_summary}")
     print(f"rerank-serve: {cfg.prompt_summary}")
     warning = cfg.client_prompt_warning
     if warning:

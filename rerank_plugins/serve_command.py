@@ -257,6 +257,23 @@ class ServeConfig:
         return template_path(self.family_spec.template)
 
     @property
+    def family_summary(self) -> str:
+        """One line naming the family served and what clients must know about it."""
+        family = self.family_spec
+        how = "named with --family" if self.family != "auto" else "recognised from the name"
+        if family.name == GENERIC:
+            how = "no family recognised from the name; --family names one"
+        line = f"family: {family.name} ({how})"
+        if family.listwise:
+            line += (
+                "; LISTWISE: a request's documents are scored together, so send each list in "
+                "one request (splitting it changes the scores)"
+            )
+        if family.multimodal:
+            line += "; takes images in the query and documents"
+        return line
+
+    @property
     def prompt_summary(self) -> str:
         """One line saying who formats the prompt, for logs and ``rerank-serve``'s output."""
         mode = self.effective_prompt_mode

@@ -120,6 +120,18 @@ def test_list_families_cli_prints_the_table(capsys):
     assert "mxbai-rerank-v2" in out and "listwise" in out and "images" in out
 
 
+def test_rerank_serve_announces_the_family_and_what_clients_must_know(capsys):
+    serve._announce_prompt(ServeConfig("/m/jina-reranker-v3"))
+    out = capsys.readouterr().out
+    assert "family: jina-reranker-v3 (recognised from the name); LISTWISE" in out
+    assert "send each list in one request" in out
+    serve._announce_prompt(ServeConfig("/m/x", family="qwen3-vl-reranker"))
+    out = capsys.readouterr().out
+    assert "family: qwen3-vl-reranker (named with --family); takes images" in out
+    serve._announce_prompt(ServeConfig("/m/all-MiniLM-L6-v2"))
+    assert "family: generic (no family recognised" in capsys.readouterr().out
+
+
 def test_unknown_family_is_refused_with_the_known_ones_named():
     with pytest.raises(ServeError, match="mxbai-rerank-v2"):
         ServeConfig("m", family="nope")

@@ -541,6 +541,7 @@ def test_cli_ignores_rerank_prompt_mode_and_prints_what_it_chose(capsys, monkeyp
     serve._announce_prompt(ServeConfig("/m/Qwen3-Reranker-0.6B"))
     captured = capsys.readouterr()
     assert captured.out == (
+        "rerank-serve: family: qwen3-reranker (recognised from the name)\n"
         "rerank-serve: prompt: served with template qwen3_reranker.jinja (clients send plain "
         "text)\n"
     )
