@@ -433,6 +433,8 @@ class Engine:
         request_id: str,
     ) -> R:
         """Run one call under the deadline (the whole call, not one read)."""
+        if self.config.model is None and self.info is None and self._instruments.active:
+            await self.learn()  # the model's name labels the call's metrics and span
         model = self.config.model or (self.info.model if self.info else "") or "unknown"
         scope = self._instruments.start_call(endpoint.path, model, len(docs))
         try:
@@ -498,14 +500,16 @@ class Engine:
         info = await self.server_info(deadline_at)
         model = self.config.model or info.model
         limiter = asyncio.Semaphore(self.config.max_concurrency)
-        call = await self._prepare(info, query, docs, instruction, limiter, deadline_at)
         cache = self.config.cache
         if cache is None:
+            call = await self._prepare(info, query, docs, instruction, limiter, deadline_at)
             parts = await self._send_batches(
                 endpoint, model, call, docs, limiter, request_id, on_progress, deadline_at
             )
             return endpoint.result(parts, model, request_id)
-        keys = self._pair_keys(info, call)
+        # Keys from the caller's text: the key covers all a cut depends on (window, what the
+        # server adds, mode, instruction, query), so only misses are tokenized and cut.
+        keys = self._pair_keys(info, query, instruction or self.config.instruction, docs)
         scores: list[float | None] = await self._cache_get(cache, keys)
         misses = [i for i, score in enumerate(scores) if score is None]
         _ACTIVITY.get().scope.cache(len(keys) - len(misses), len(misses))
@@ -515,7 +519,9 @@ class Engine:
             fetched, usage, served = await self._fetch_once(
                 endpoint,
                 model,
-                call,
+                info,
+                query,
+                instruction,
                 docs,
                 keys,
                 misses,
@@ -575,7 +581,9 @@ class Engine:
 
     # -- the score cache ----------------------------------------------------------------
 
-    def _pair_keys(self, info: ServerInfo, call: PreparedCall) -> list[str]:
+    def _pair_keys(
+        self, info: ServerInfo, query: str, instruction: str | None, docs: Sequence[str]
+    ) -> list[str]:
         config = self.config
         prefix = pair_prefix(
             [
@@ -584,15 +592,15 @@ class Engine:
                 info.model,
                 info.model_root,
                 info.max_model_len,
-                call.mode,
+                info.prompt_mode,
                 info.formats_prompt,
                 info.added_tokens,
-                call.instruction,
+                instruction,
                 config.truncate,
-                call.query,
+                query,
             ]
         )
-        return [pair_key(prefix, doc) for doc in call.documents]
+        return [pair_key(prefix, doc) for doc in docs]
 
     async def _cache_get(self, cache: ScoreCache, keys: list[str]) -> list[float | None]:
         try:
@@ -630,7 +638,9 @@ class Engine:
         self,
         endpoint: _core.Endpoint[R],
         model: str,
-        call: PreparedCall,
+        info: ServerInfo,
+        query: str,
+        instruction: str | None,
         docs: list[str],
         keys: list[str],
         misses: list[int],
@@ -657,15 +667,16 @@ class Engine:
         scores: dict[int, float] = {}
         try:
             if owned:
-                sub = PreparedCall(
-                    call.query, tuple(call.documents[i] for i in owned), call.instruction, call.mode
+                owned_docs = [docs[i] for i in owned]
+                sub = await self._prepare(
+                    info, query, owned_docs, instruction, limiter, deadline_at
                 )
                 every = endpoint.every()
                 parts = await self._send_batches(
                     every,
                     model,
                     sub,
-                    [docs[i] for i in owned],
+                    owned_docs,
                     limiter,
                     request_id,
                     on_progress,
@@ -702,7 +713,9 @@ class Engine:
             more, more_usage, _ = await self._fetch_once(
                 endpoint,
                 model,
-                call,
+                info,
+                query,
+                instruction,
                 docs,
                 keys,
                 refetch,

@@ -121,6 +121,11 @@ class Instruments:
     def __init__(self, members: Sequence[Instrument]) -> None:
         self._members = tuple(members)
 
+    @property
+    def active(self) -> bool:
+        """Whether any instrument watches."""
+        return bool(self._members)
+
     def start_call(self, route: str, model: str, documents: int) -> CallScope:
         if not self._members:
             return SILENT
