@@ -44,6 +44,7 @@ __all__ = [
     "Evaluation",
     "RerankSetting",
     "System",
+    "aevaluate_reranking",
     "compare_runs",
     "evaluate_reranking",
     "main",
@@ -391,7 +392,7 @@ def _run_coroutine(factory: Callable[[], Awaitable[Any]]) -> Any:
     return box["value"]
 
 
-def evaluate_reranking(
+async def aevaluate_reranking(
     data: str | os.PathLike[str] | Collection,
     *,
     base_url: str | None = None,
@@ -413,7 +414,9 @@ def evaluate_reranking(
     """BM25 (or ``first_stage``) then rerank through the server, for each of ``settings``.
 
     Returns an :class:`Evaluation`: BM25 first, then one system per setting. Raises the
-    client's ``RerankError`` subclasses when the server fails.
+    client's ``RerankError`` subclasses when the server fails. ``base_url``, ``model`` and
+    ``api_key`` default to ``RERANK_BASE_URL``, ``RERANK_MODEL`` and ``RERANK_API_KEY``.
+    :func:`evaluate_reranking` is the same without ``await``.
     """
     from .client import AsyncRerankClient
 
@@ -463,7 +466,7 @@ def evaluate_reranking(
             finally:
                 await client.aclose()
 
-        info, ranked = _run_coroutine(run)
+        info, ranked = await run()
         served = info.model
         notes.append(
             f"{name}: {served} at {client.config.base_url}, {setting.describe()}, prompt "
@@ -490,6 +493,11 @@ def evaluate_reranking(
     )
     _write_runs(systems, Path(out_dir) if out_dir is not None else None, evaluation)
     return evaluation
+
+
+def evaluate_reranking(data: str | os.PathLike[str] | Collection, **options: Any) -> Evaluation:
+    """:func:`aevaluate_reranking` for code without an event loop (or inside a running one)."""
+    return _run_coroutine(lambda: aevaluate_reranking(data, **options))  # type: ignore[no-any-return]
 
 
 def compare_runs(
@@ -531,7 +539,7 @@ def compare_runs(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rerank-evaluate",
-        description="Does reranking help on my data? BM25 vs BM25 + rerank with 95%% "
+        description="Does reranking help on my data? BM25 vs BM25 + rerank with 95% "
         "bootstrap intervals, a paired comparison and a verdict.",
     )
     p.add_argument(

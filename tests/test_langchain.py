@@ -6,20 +6,17 @@ import copy
 import logging
 import pickle
 import socket
-import warnings
 from typing import Any
 from uuid import UUID
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
 
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankConnectionError
 from rerank_plugins.langchain import VLLMRerank
-
-with warnings.catch_warnings():  # langchain-community announces its sunset on import
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from langchain_community.retrievers import BM25Retriever
+from rerank_plugins.retrieval import BM25Index
 
 try:  # LangChain 1.x
     from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -27,6 +24,27 @@ try:  # LangChain 1.x
 except ImportError:  # LangChain 0.3 (the lower bound)
     from langchain.retrievers import ContextualCompressionRetriever
     from langchain.retrievers.document_compressors import DocumentCompressorPipeline
+
+
+class BM25Retriever(BaseRetriever):
+    """The first stage: the package's own BM25 behind langchain-core's retriever interface, as
+    in the README (langchain-community's BM25Retriever is being sunset)."""
+
+    index: BM25Index
+    docs: list[Document]
+    k: int = 4
+
+    @classmethod
+    def from_documents(cls, docs: list[Document], k: int = 4) -> BM25Retriever:
+        return cls(index=BM25Index.from_documents([d.page_content for d in docs]), docs=docs, k=k)
+
+    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        # The best k by BM25; like langchain-community's BM25Retriever, documents sharing no
+        # term with the query fill the remaining places (in corpus order).
+        found = [hit.index for hit in self.index.search(query, self.k)]
+        rest = [i for i in range(len(self.docs)) if i not in set(found)]
+        return [self.docs[i] for i in (found + rest)[: self.k]]
+
 
 QUERY = "how do I read a JSON file in Python"
 TEXTS = [
