@@ -318,3 +318,37 @@ def test_two_instructions_side_by_side(tmp_path: Path, tiny_server) -> None:
     assert "instruction 'Retrieve passages about cooking'" in text
     assert len(evaluation.verdicts) == 2
     assert {p.name for p in tmp_path.iterdir()} >= {"rerank-1.trec", "rerank-2.trec"}
+
+
+def test_progress_bar_writes_a_line_per_quarter_off_a_terminal() -> None:
+    stream = io.StringIO()
+    bar = ev.Progress(8, "reranking", stream)
+    for _ in range(8):
+        bar.update()
+    lines = stream.getvalue().splitlines()
+    assert [line.split("] ")[1].split()[0] for line in lines] == ["1/8", "2/8", "4/8", "6/8", "8/8"]
+    assert lines[-1].startswith("reranking [" + "#" * 30 + "]")
+    silent = io.StringIO()
+    quiet = ev.Progress(3, "x", silent, enabled=False)
+    quiet.update(3)
+    assert silent.getvalue() == "" and quiet.done == 3
+
+
+def test_cli_json_output(tmp_path: Path) -> None:
+    coll = load_collection("eval_en")
+    queries = coll.judged_queries()
+    bm25 = ev.first_stage_bm25(coll, queries, 20)
+    a = write_trec_run(tmp_path / "a.trec", bm25, "a")
+    b = write_trec_run(tmp_path / "b.trec", bm25, "b")
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text(
+        "".join(f"{q} 0 {d} {g}\n" for q, j in load_eval_set().qrels.items() for d, g in j.items())
+    )
+    out = io.StringIO()
+    args = ["--qrels", str(qrels), "--run", str(a), "--run", str(b), "--json", "--depth", "20"]
+    assert ev.main(args, stdout=out) == 0
+    summary = json.loads(out.getvalue())
+    (comparison,) = summary["comparisons"]
+    assert comparison["ndcg@10"]["difference"] == 0.0 and comparison["ndcg@10"]["ties"] == 35
+    assert summary["verdicts"][0].startswith("verdict: no significant difference between")
+    assert set(summary["systems"]["a.trec"]) >= {"ndcg@10", "mrr@10", "recall@10", "recall@20"}
