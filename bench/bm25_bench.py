@@ -72,7 +72,9 @@ def old_search(index: BM25Index, query: str, k: int = 10) -> list[Hit]:
     return [Hit(i, scores[i], index.documents[i]) for i in order[:k] if scores[i] > 0.0]
 
 
-def run_case(language: str, n: int, n_queries: int, builds: int, repeats: int) -> dict[str, Any]:
+def run_case(
+    language: str, n: int, n_queries: int, builds: int, repeats: int, old_queries: int
+) -> dict[str, Any]:
     docs, queries = corpus(language, n, seed=n + (1 if language == "zh" else 0))
     queries = queries[:n_queries]
     proc = psutil.Process()
@@ -97,14 +99,15 @@ def run_case(language: str, n: int, n_queries: int, builds: int, repeats: int) -
     mismatches = 0
     for _ in range(repeats):
         new_t, old_t = [], []
-        for q in queries:
+        for i, q in enumerate(queries):
             t0 = time.perf_counter()
             hits = index.search(q, k=10)
             new_t.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            ref = old_search(index, q, k=10)
-            old_t.append(time.perf_counter() - t0)
-            mismatches += hits != ref
+            if i < old_queries:  # the old path is slow: timed on the first queries only
+                t0 = time.perf_counter()
+                ref = old_search(index, q, k=10)
+                old_t.append(time.perf_counter() - t0)
+                mismatches += hits != ref
         new_p50.append(percentile(new_t, 50) * 1000)
         new_p99.append(percentile(new_t, 99) * 1000)
         old_p50.append(percentile(old_t, 50) * 1000)
@@ -113,6 +116,7 @@ def run_case(language: str, n: int, n_queries: int, builds: int, repeats: int) -
         "language": language,
         "passages": n,
         "queries": len(queries),
+        "old_queries": min(old_queries, len(queries)),
         "build_s": summary(build_s),
         "rss_growth_mib": summary(rss_mib),
         "bm25s_arrays_mib": array_mib,
@@ -132,9 +136,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--builds", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--old-queries", type=int, default=200, help="queries timed the old way")
     args = parser.parse_args()
     lang, n = args.case[0], int(args.case[1])
-    print(json.dumps(run_case(lang, n, args.queries, args.builds, args.repeats)))
+    print(json.dumps(run_case(lang, n, args.queries, args.builds, args.repeats, args.old_queries)))
 
 
 if __name__ == "__main__":

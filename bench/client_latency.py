@@ -2,7 +2,7 @@
 
 Run from the repo root once both venvs exist (``bash tests/run.sh`` makes them):
 
-    .venv/bin/python bench/client_latency.py [--out bench/RESULTS.md]
+    .venv/bin/python bench/client_latency.py [--out bench/LATENCY.md]
 
 Prints Markdown tables (server start-up and memory; latency of 10/100/1,000 documents; 1,000
 documents unbatched against batched at two concurrency settings) and writes them to --out.
@@ -101,7 +101,7 @@ def median_ms(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "LATENCY.md"))
     args = parser.parse_args()
     lines = [
         "# Client benchmarks",

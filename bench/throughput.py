@@ -4,7 +4,8 @@ Every scenario sends fresh texts (a new seed per run and a unique tag per text, 
 prefix cache cannot flatter a figure) and reports what ``vllm bench serve`` reports:
 requests/s, documents/s, tokens/s (prompt tokens from the server's ``usage``) and latency
 mean / median / P99 per request (per call for our client and the adapters). Rounds run the
-scenarios in a shuffled order, and each ratio to the ceiling is taken within one round.
+scenarios in a shuffled order, each right after a ceiling run of its own: a ratio to the
+ceiling is taken between those two runs, back to back.
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ class Bench:
         small = window is not None and window <= 512
         self.doc_words = 16 if small else 40
         self.query_words = 5 if small else 8
-        self.batch = 8 if quick else 16  # documents per request in the concurrent scenarios
-        self.total_docs = 8 if quick else 128  # documents per concurrent scenario
-        self.seq_calls = 2 if quick else 12  # 5-document calls per sequential pair of blocks
+        self.batch = 8  # documents per request (call) in the concurrent scenarios
+        self.total_docs = 8 if quick else 128  # documents per concurrent run (16 requests)
+        self.seq_calls = 2 if quick else 12  # 5-document calls per pattern per round
         self.tokens_per_doc: float | None = None
 
     def query(self) -> str:
@@ -212,8 +213,13 @@ SEQUENTIAL = {
 def measure(
     base_url: str, model: str, quick: bool, api_key: str | None = None, log: Any = print
 ) -> dict[str, Any]:
+    """Each scenario runs right after a ceiling run of its own; its ratio is to that one.
+
+    The machine is shared and its load swings within a minute, so a ratio is only taken
+    between two runs back to back (and the two sequential patterns alternate in blocks).
+    """
     bench = Bench(base_url, model, quick, api_key)
-    rounds = 2 if quick else 3
+    rounds = 1 if quick else 3
     out: dict[str, Any] = {
         "load_before": load(),
         "base_url": base_url,
@@ -233,53 +239,57 @@ def measure(
     sync.rerank(bench.query(), bench.docs(2))
     rng = random.Random(bench.maker.seed)
     loop = asyncio.new_event_loop()
+
+    def concurrent(name: str) -> dict[str, Any]:
+        _, method, conc = CONCURRENT[name]
+        lat, docs, tok, sec = loop.run_until_complete(getattr(bench, method)(conc))
+        return {"_lat": lat, "_docs": docs, "_tok": tok, "_sec": sec}
+
+    def sequential() -> dict[str, dict[str, Any]]:
+        # Alternating blocks, so both patterns see the same machine load.
+        this: dict[str, dict[str, Any]] = {}
+        for _ in range(2):
+            for key in ("seq_requests", "seq_ours"):
+                if key == "seq_requests":
+                    res = bench.sequential_requests(max(1, bench.seq_calls // 2))
+                else:
+                    res = bench.sequential_ours(sync, max(1, bench.seq_calls // 2))
+                prev = this.get(key)
+                if prev is not None:
+                    res = (
+                        prev["_lat"] + res[0],
+                        prev["_docs"] + res[1],
+                        prev["_tok"] + res[2],
+                        prev["_sec"] + res[3],
+                    )
+                this[key] = {"_lat": res[0], "_docs": res[1], "_tok": res[2], "_sec": res[3]}
+        return this
+
+    def figures(raw: dict[str, Any], per_doc: float) -> dict[str, Any]:
+        estimated = raw["_tok"] is None
+        tok = per_doc * raw["_docs"] if estimated else raw["_tok"]
+        return _figures(raw["_lat"], raw["_docs"], tok, raw["_sec"], estimated)
+
     try:
         for r in range(rounds):
-            this: dict[str, dict[str, Any]] = {}
-            order = [*CONCURRENT, "seq"]
+            order = [*(k for k in CONCURRENT if k != "ceiling"), "seq"]
             rng.shuffle(order)
             for name in order:
+                ceiling_raw = concurrent("ceiling")
+                per_doc = ceiling_raw["_tok"] / ceiling_raw["_docs"]
+                ceiling = figures(ceiling_raw, per_doc)
+                runs["ceiling"].append(ceiling)
+                ratios["ceiling"].append(1.0)
+                done = sequential() if name == "seq" else {name: concurrent(name)}
+                for key, raw in done.items():
+                    fig = figures(raw, per_doc)
+                    runs[key].append(fig)
+                    ratios[key].append(fig["documents_per_s"] / ceiling["documents_per_s"])
                 if name == "seq":
-                    # Interleaved blocks, so both see the same machine load.
-                    for _ in range(2):
-                        for key in ("seq_requests", "seq_ours"):
-                            if key == "seq_requests":
-                                res = bench.sequential_requests(bench.seq_calls // 2)
-                            else:
-                                res = bench.sequential_ours(sync, bench.seq_calls // 2)
-                            prev = this.get(key)
-                            if prev is not None:
-                                res = (
-                                    prev["_lat"] + res[0],
-                                    prev["_docs"] + res[1],
-                                    prev["_tok"] + res[2],
-                                    prev["_sec"] + res[3],
-                                )
-                            this[key] = {
-                                "_lat": res[0],
-                                "_docs": res[1],
-                                "_tok": res[2],
-                                "_sec": res[3],
-                            }
-                    continue
-                _, method, conc = CONCURRENT[name]
-                lat, docs, tok, sec = loop.run_until_complete(getattr(bench, method)(conc))
-                this[name] = {"_lat": lat, "_docs": docs, "_tok": tok, "_sec": sec}
-            ceiling = this["ceiling"]
-            per_doc = ceiling["_tok"] / ceiling["_docs"]
-            for name, raw in this.items():
-                estimated = raw["_tok"] is None
-                tok = per_doc * raw["_docs"] if estimated else raw["_tok"]
-                fig = _figures(raw["_lat"], raw["_docs"], tok, raw["_sec"], estimated)
-                runs[name].append(fig)
-            for name in runs:
-                ratios[name].append(
-                    runs[name][-1]["documents_per_s"] / runs["ceiling"][-1]["documents_per_s"]
-                )
-            seq_ratio.append(
-                runs["seq_ours"][-1]["documents_per_s"]
-                / runs["seq_requests"][-1]["documents_per_s"]
-            )
+                    seq_ratio.append(
+                        runs["seq_ours"][-1]["documents_per_s"]
+                        / runs["seq_requests"][-1]["documents_per_s"]
+                    )
             log(
                 f"  throughput round {r + 1}/{rounds}: ceiling "
                 f"{runs['ceiling'][-1]['documents_per_s']:.1f} docs/s; "
