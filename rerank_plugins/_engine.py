@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from . import _core, _detect, prompts
+from . import _core, _detect, families, prompts
 from ._loop import IOLoop
 from ._parse import json_object, usage_tokens
 from .cache import ScoreCache, pair_key, pair_prefix
@@ -46,6 +46,8 @@ T = TypeVar("T")
 ProgressCallback = Callable[[int, int], None]
 
 _USER_AGENT = "rerank-plugins/0.1"
+# How long a cache that just failed is left alone before it is tried again.
+CACHE_PAUSE_SECONDS = 1.0
 # Statuses that mean "this server has no such route": an optional feature is then unknown.
 _NO_ROUTE = frozenset({404, 405})
 
@@ -184,6 +186,7 @@ class Engine:
         self._instruments = instruments(config.metrics, config.tracing)
         # Pairs being fetched by some call: identical concurrent misses wait for one request.
         self._inflight: dict[str, asyncio.Future[float]] = {}
+        self._cache_down_until = 0.0
         # Closes the pool and stops the thread once no facade holds the engine (or at exit).
         weakref.finalize(self, self.io.stop, self._connections.aclose)
 
@@ -352,7 +355,16 @@ class Engine:
             self._warn_once("detect", "rerank_plugins: %s", why)
         else:
             logger.info("rerank_plugins: prompt mode %r: %s", mode, why)
+        listwise = families.is_listwise(model, root) if config.listwise is None else config.listwise
+        if listwise and config.cache is not None:
+            self._warn_once(
+                "listwise-cache",
+                "rerank_plugins: %s is listwise (its scores depend on the whole list): the "
+                "cache is not used for it",
+                model,
+            )
         return ServerInfo(
+            listwise=listwise,
             version=version,
             model=model,
             model_root=root,
@@ -500,7 +512,7 @@ class Engine:
         info = await self.server_info(deadline_at)
         model = self.config.model or info.model
         limiter = asyncio.Semaphore(self.config.max_concurrency)
-        cache = self.config.cache
+        cache = None if info.listwise else self.config.cache
         if cache is None:
             call = await self._prepare(info, query, docs, instruction, limiter, deadline_at)
             parts = await self._send_batches(
@@ -551,7 +563,11 @@ class Engine:
         deadline_at: float | None,
     ) -> list[Any]:
         """Every batch of ``call``, at most ``max_concurrency`` in flight; parsed parts."""
-        batches = _core.plan_batches(call.documents, self.config.max_batch_size)
+        # A listwise model scores the list as a whole: splitting it would change every score.
+        batch_size = (
+            None if self.info is not None and self.info.listwise else self.config.max_batch_size
+        )
+        batches = _core.plan_batches(call.documents, batch_size)
         url = self.base_url + endpoint.path
         scope = _ACTIVITY.get().scope
         # One query's batches share a key, so a consistent-hash router keeps them on the
@@ -603,6 +619,8 @@ class Engine:
         return [pair_key(prefix, doc) for doc in docs]
 
     async def _cache_get(self, cache: ScoreCache, keys: list[str]) -> list[float | None]:
+        if asyncio.get_running_loop().time() < self._cache_down_until:
+            return [None] * len(keys)  # failed a moment ago: do not pay its timeout again
         try:
             async with asyncio.timeout(cache.timeout):
                 found = await cache.get_many(keys)
@@ -616,6 +634,8 @@ class Engine:
             return [None] * len(keys)
 
     async def _cache_set(self, cache: ScoreCache, scores: dict[str, float]) -> None:
+        if asyncio.get_running_loop().time() < self._cache_down_until:
+            return
         try:
             async with asyncio.timeout(cache.timeout):
                 await cache.set_many(scores)
@@ -624,6 +644,9 @@ class Engine:
 
     def _cache_failed(self, what: str, cache: ScoreCache, exc: Exception) -> None:
         _ACTIVITY.get().scope.cache_error()
+        # Leave a failing cache alone for a second, so that a dead Redis costs one call in a
+        # second its timeout rather than every call.
+        self._cache_down_until = asyncio.get_running_loop().time() + CACHE_PAUSE_SECONDS
         self._warn_once(
             "cache",
             "rerank_plugins: cache %s failed (%s: %s) on %r; calls go to the server until it "

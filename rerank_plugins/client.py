@@ -50,6 +50,7 @@ class ClientOptions(TypedDict, total=False):
     proxy: str | None
     trust_env: bool
     routing_header: str | None
+    listwise: bool | None
     cache: ScoreCache | None
     metrics: bool | PrometheusMetrics
     tracing: bool | OpenTelemetryTracing

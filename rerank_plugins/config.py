@@ -50,6 +50,10 @@ class RerankConfig:
     ``verify`` is True, False, a CA bundle path or an ``ssl.SSLContext``; ``cert`` a client
     certificate (a PEM path holding the key, or a ``(cert, key)`` pair of paths).
     ``score_route`` None is ``/v1/score`` with an API key (vLLM guards it), else ``/score``.
+    ``listwise`` None asks the model's family (:func:`rerank_plugins.families.is_listwise`,
+    by the served name and the checkpoint ``/v1/models`` reports): a listwise model (one that
+    ranks a whole list in one prompt, e.g. jina-reranker-v3) gets one request per call
+    whatever ``max_batch_size`` says, and no cache; True or False overrides the family.
     ``routing_header`` (e.g. ``"X-Session-ID"``) sends a hash of the query in that header
     with every batch, for routers that hash it to pick a replica (vllm-router's
     ``consistent_hash``); off by default.
@@ -79,6 +83,7 @@ class RerankConfig:
     proxy: str | None = field(default=None, repr=False)
     trust_env: bool = True
     routing_header: str | None = None
+    listwise: bool | None = None
     # Live objects, not settings: not compared, not shown, not serialized by the adapters.
     cache: Any = field(default=None, compare=False, repr=False)
     metrics: Any = field(default=False, compare=False, repr=False)

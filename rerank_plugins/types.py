@@ -91,6 +91,7 @@ class ServerInfo:
     server adds to every pair (template and special tokens), measured by the probe.
     ``prompt_mode`` is the mode the client uses and ``prompt_detection`` says why.
     ``auth_enforced`` is False when the route answered a probe without the API key.
+    ``listwise`` True: the model ranks a whole list in one prompt, so a call is one request.
     """
 
     version: tuple[int, ...] | None
@@ -102,6 +103,7 @@ class ServerInfo:
     prompt_mode: str | None = None
     prompt_detection: str = "not probed"
     auth_enforced: bool | None = None
+    listwise: bool = False
 
     @property
     def is_qwen3_reranker(self) -> bool:

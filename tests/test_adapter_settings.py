@@ -56,6 +56,7 @@ VALUES: dict[str, Any] = {
     "proxy": "http://user:proxy-pass@127.0.0.1:3128",
     "trust_env": False,
     "routing_header": "X-Session-ID",
+    "listwise": True,
     "cache": InMemoryCache(max_entries=10),
     "metrics": PrometheusMetrics(registry=CollectorRegistry()),
     "tracing": OpenTelemetryTracing(),

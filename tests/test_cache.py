@@ -31,7 +31,7 @@ from support.redis_server import RedisServer, free_port, session_redis
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankError
 from rerank_plugins.cache import InMemoryCache, RedisCache, pair_key, pair_prefix
 from rerank_plugins.telemetry import PrometheusMetrics
-from rerank_plugins.types import PreparedCall, ServerInfo
+from rerank_plugins.types import ServerInfo
 
 QUERY = "how do I keep a cast iron skillet from rusting"
 DOCS = [
@@ -326,18 +326,15 @@ def engine_keys(base_url: str = "http://127.0.0.1:8000", **changes: Any) -> list
         max_model_len=256,
         formats_prompt=False,
         added_tokens=3,
-        prompt_mode="raw",
+        prompt_mode=changes.pop("mode", "raw"),
     )
-    call = PreparedCall(
-        changes.pop("query", QUERY),
-        tuple(changes.pop("documents", DOCS[:3])),
-        changes.pop("instruction", None),
-        changes.pop("mode", "raw"),
-    )
+    query = changes.pop("query", QUERY)
+    documents = list(changes.pop("documents", DOCS[:3]))
+    instruction = changes.pop("instruction", None)
     assert not changes
     client = RerankClient(base_url, cache=InMemoryCache())
     try:
-        keys: list[str] = client._engine._pair_keys(info, call)
+        keys: list[str] = client._engine._pair_keys(info, query, instruction, documents)
     finally:
         client.close()
     return keys

@@ -338,3 +338,24 @@ def test_a_forked_child_gets_a_pool_of_its_own():
     assert os.waitstatus_to_exitcode(status) == 0
     assert client.rerank("q", ["ccc", "a"]).indices == [0, 1]  # the parent is unaffected
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("model", "listwise", "expected_requests"),
+    [
+        ("jinaai/jina-reranker-v3", None, 1),  # the family says listwise: one request
+        ("jinaai/jina-reranker-v3", False, 3),  # told otherwise
+        ("all-MiniLM-L6-v2", None, 3),
+        ("all-MiniLM-L6-v2", True, 1),
+    ],
+)
+def test_a_listwise_model_gets_the_whole_list_in_one_request(model, listwise, expected_requests):
+    handler, seen = fake_server(model=model)
+    client = RerankClient(
+        BASE, transport=httpx.MockTransport(handler), max_batch_size=4, listwise=listwise
+    )
+    docs = [f"document {i}" + "x" * i for i in range(10)]
+    result = client.rerank("q", docs)
+    assert sorted(result.indices) == list(range(10))
+    assert len(posts(seen, "/v2/rerank")) == expected_requests
+    assert client.server_info().listwise is (expected_requests == 1)
