@@ -521,8 +521,10 @@ def test_family_served_with_defaults_gives_the_official_scores(request, referenc
     got = {r["index"]: r["relevance_score"] for r in resp.json()["results"]}
     raw_error = max(abs(got[i] - expected[i]) for i in range(len(PAIRS_DOCS)))
     # This package's client.
-    with RerankClient(server.base_url, model=server.model_name) as client:
+    # max_batch_size=1 would split the list; the client knows the family and sends it whole.
+    with RerankClient(server.base_url, model=server.model_name, max_batch_size=1) as client:
         result = client.rerank(PAIRS_QUERY, PAIRS_DOCS)
+        assert client.server_info().listwise
     ours = {item.index: item.score for item in result}
     client_error = max(abs(ours[i] - expected[i]) for i in range(len(PAIRS_DOCS)))
     print(
@@ -605,8 +607,10 @@ def test_listwise_family_scores_the_whole_list_in_one_request(jina_v3_server, re
     expected = reference(PAIRS_DOCS)
     raw = served(PAIRS_DOCS)
     raw_error = max(abs(a - b) for a, b in zip(raw, expected, strict=True))
-    with RerankClient(server.base_url, model=server.model_name) as client:
+    # max_batch_size=1 would split the list; the client knows the family and sends it whole.
+    with RerankClient(server.base_url, model=server.model_name, max_batch_size=1) as client:
         result = client.rerank(PAIRS_QUERY, PAIRS_DOCS)
+        assert client.server_info().listwise
     ours = {item.index: item.score for item in result}
     client_error = max(abs(ours[i] - expected[i]) for i in range(len(PAIRS_DOCS)))
     # Listwise: the same two documents score otherwise in a list of two.
