@@ -21,7 +21,8 @@ from . import prompts
 from ._parse import finite_score, json_object, optional_str, strict_index, usage_tokens
 from .config import RerankConfig
 from .errors import RerankInputError, RerankResponseError, RerankStatusError
-from .types import PreparedCall, RerankItem, RerankResult, ScoreResult, Usage
+from .multimodal import ImageDocument, to_score_input
+from .types import DocumentInput, PreparedCall, RerankItem, RerankResult, ScoreResult, Usage
 
 __all__ = [
     "RETRY_STATUSES",
@@ -53,7 +54,7 @@ class Batch:
     """One request's share of a call: documents ``start`` to ``start + len(texts)``."""
 
     start: int
-    texts: tuple[str, ...]
+    texts: tuple[DocumentInput, ...]
 
 
 def new_request_id() -> str:
@@ -72,7 +73,9 @@ def _check_text(where: str, text: str) -> None:
         ) from None
 
 
-def check_input(query: object, documents: object, instruction: object = None) -> list[str]:
+def check_input(
+    query: object, documents: object, instruction: object = None
+) -> list[DocumentInput]:
     """Validate the caller's input and return the documents as a new list (never mutated)."""
     if not isinstance(query, str):
         raise RerankInputError(f"query must be a str, got {type(query).__name__}")
@@ -93,7 +96,7 @@ def check_input(query: object, documents: object, instruction: object = None) ->
         raise RerankInputError(
             f"documents must be a sequence of str, got {type(documents).__name__}"
         )
-    docs = list(documents)
+    docs: list[Any] = list(documents)
     # Fast path for the common case: all str, all encodable (one join, one encode).
     if all(type(doc) is str for doc in docs):
         try:
@@ -103,8 +106,14 @@ def check_input(query: object, documents: object, instruction: object = None) ->
         else:
             return docs
     for position, doc in enumerate(docs):
+        if isinstance(doc, ImageDocument):
+            if doc.text is not None:
+                _check_text(f"documents[{position}].text", doc.text)
+            continue
         if not isinstance(doc, str):
-            raise RerankInputError(f"documents[{position}] must be a str, got {type(doc).__name__}")
+            raise RerankInputError(
+                f"documents[{position}] must be a str or an ImageDocument, got {type(doc).__name__}"
+            )
         _check_text(f"documents[{position}]", doc)
     return docs
 
@@ -118,13 +127,19 @@ def check_top_n(top_n: object) -> None:
 def prepare_call(
     mode: str,
     query: str,
-    documents: Sequence[str],
+    documents: Sequence[DocumentInput],
     instruction: str | None,
     reads_instruction: bool,
 ) -> PreparedCall:
     """Apply the prompt mode: what text goes on the wire for this query and these documents."""
     if mode == "client":
-        found = prompts.find_template_marker([query, instruction or "", *documents])
+        texts = [d for d in documents if isinstance(d, str)]
+        if len(texts) != len(documents):
+            raise RerankInputError(
+                "documents with images need a server that formats the prompt "
+                "(prompt_mode 'server': rerank-serve serves multimodal families so)"
+            )
+        found = prompts.find_template_marker([query, instruction or "", *texts])
         if found is not None:
             position, marker = found
             where = (
@@ -141,7 +156,7 @@ def prepare_call(
             )
         return PreparedCall(
             query=prompts.format_query(query, instruction),
-            documents=tuple(prompts.format_document(d) for d in documents),
+            documents=tuple(prompts.format_document(d) for d in texts),
             instruction=None,
             mode=mode,
         )
@@ -167,7 +182,7 @@ def routing_key(query: str) -> str:
     return hashlib.sha256(query.encode("utf-8")).hexdigest()[:16]
 
 
-def plan_batches(documents: Sequence[str], max_batch_size: int | None) -> list[Batch]:
+def plan_batches(documents: Sequence[DocumentInput], max_batch_size: int | None) -> list[Batch]:
     """Split documents into consecutive batches of at most ``max_batch_size`` (None: one batch)."""
     size = max_batch_size or max(len(documents), 1)
     return [
@@ -187,7 +202,7 @@ def rerank_payload(
     payload: dict[str, Any] = {
         "model": model,
         "query": call.query,
-        "documents": list(batch.texts),
+        "documents": wire_documents(batch.texts),
         "top_n": min(top_n, len(batch.texts)) if top_n else 0,
     }
     if call.instruction is not None:
@@ -195,12 +210,26 @@ def rerank_payload(
     return payload
 
 
+def wire_documents(documents: Sequence[DocumentInput]) -> list[Any]:
+    """Documents as vLLM takes them: text as is, images as ``{"content": [parts]}``."""
+    if all(type(d) is str for d in documents):
+        return list(documents)
+    return [to_score_input(d) for d in documents]
+
+
+def document_identity(document: DocumentInput) -> str:
+    """A document as one string (for a cache key): its text, or its content parts as JSON."""
+    if isinstance(document, str):
+        return document
+    return json.dumps(to_score_input(document), sort_keys=True, separators=(",", ":"))
+
+
 def score_payload(model: str, call: PreparedCall, batch: Batch) -> dict[str, Any]:
     """The JSON body of one ``/score`` request."""
     payload: dict[str, Any] = {
         "model": model,
         "queries": call.query,
-        "documents": list(batch.texts),
+        "documents": wire_documents(batch.texts),
     }
     if call.instruction is not None:
         payload["instruction"] = call.instruction
@@ -246,7 +275,7 @@ def _plain_scores(values: list[Any]) -> bool:
 
 
 def parse_rerank_batch(
-    url: str, text: str, batch: Batch, originals: Sequence[str], top_n: int | None
+    url: str, text: str, batch: Batch, originals: Sequence[DocumentInput], top_n: int | None
 ) -> tuple[list[RerankItem], Usage, str | None]:
     """Items of one batch, mapped by ``index`` (the echoed text may carry the template)."""
     body = json_object(url, text)
@@ -482,7 +511,9 @@ class Endpoint(Protocol[R_co]):
 
     def payload(self, model: str, call: PreparedCall, batch: Batch) -> dict[str, Any]: ...
 
-    def parse(self, url: str, body: str, batch: Batch, originals: Sequence[str]) -> Any: ...
+    def parse(
+        self, url: str, body: str, batch: Batch, originals: Sequence[DocumentInput]
+    ) -> Any: ...
 
     def result(self, parts: Sequence[Any], model: str, request_id: str) -> R_co: ...
 
@@ -495,7 +526,7 @@ class Endpoint(Protocol[R_co]):
     def from_scores(
         self,
         scores: Sequence[float],
-        originals: Sequence[str],
+        originals: Sequence[DocumentInput],
         model: str,
         usage: Usage,
         request_id: str,
@@ -525,7 +556,7 @@ class RerankEndpoint:
         return rerank_payload(model, call, batch, self.top_n)
 
     def parse(
-        self, url: str, body: str, batch: Batch, originals: Sequence[str]
+        self, url: str, body: str, batch: Batch, originals: Sequence[DocumentInput]
     ) -> tuple[list[RerankItem], Usage, str | None]:
         return parse_rerank_batch(url, body, batch, originals, self.top_n)
 
@@ -548,7 +579,7 @@ class RerankEndpoint:
     def from_scores(
         self,
         scores: Sequence[float],
-        originals: Sequence[str],
+        originals: Sequence[DocumentInput],
         model: str,
         usage: Usage,
         request_id: str,
@@ -567,7 +598,7 @@ class ScoreEndpoint:
         return score_payload(model, call, batch)
 
     def parse(
-        self, url: str, body: str, batch: Batch, originals: Sequence[str]
+        self, url: str, body: str, batch: Batch, originals: Sequence[DocumentInput]
     ) -> tuple[list[float], Usage, str | None]:
         return parse_score_batch(url, body, batch)
 
@@ -587,7 +618,7 @@ class ScoreEndpoint:
     def from_scores(
         self,
         scores: Sequence[float],
-        originals: Sequence[str],
+        originals: Sequence[DocumentInput],
         model: str,
         usage: Usage,
         request_id: str,

@@ -33,8 +33,9 @@ from .errors import (
     RerankStatusError,
     RerankTimeoutError,
 )
+from .multimodal import check_images_allowed, has_images
 from .telemetry import SILENT, CallScope, instruments
-from .types import PreparedCall, ServerInfo, Usage
+from .types import DocumentInput, PreparedCall, ServerInfo, Usage
 
 __all__ = ["Engine", "ProgressCallback"]
 
@@ -439,7 +440,7 @@ class Engine:
         self,
         endpoint: _core.Endpoint[R],
         query: str,
-        docs: list[str],
+        docs: list[DocumentInput],
         instruction: str | None,
         on_progress: ProgressCallback | None,
         request_id: str,
@@ -462,7 +463,9 @@ class Engine:
         scope.finish(None)
         return result
 
-    async def render(self, query: str, docs: list[str], instruction: str | None) -> PreparedCall:
+    async def render(
+        self, query: str, docs: list[DocumentInput], instruction: str | None
+    ) -> PreparedCall:
         """The texts a call would send, after detection and truncation."""
 
         async def run(deadline_at: float | None) -> PreparedCall:
@@ -503,7 +506,7 @@ class Engine:
         self,
         endpoint: _core.Endpoint[R],
         query: str,
-        docs: list[str],
+        docs: list[DocumentInput],
         instruction: str | None,
         on_progress: ProgressCallback | None,
         request_id: str,
@@ -511,6 +514,12 @@ class Engine:
     ) -> R:
         info = await self.server_info(deadline_at)
         model = self.config.model or info.model
+        if has_images(docs):
+            # A model of no known family is taken as text-only: images need a family that says
+            # how the server renders them.
+            check_images_allowed(
+                query, docs, model_name=model, model_root=info.model_root, unknown_ok=False
+            )
         limiter = asyncio.Semaphore(self.config.max_concurrency)
         cache = None if info.listwise else self.config.cache
         if cache is None:
@@ -556,7 +565,7 @@ class Engine:
         endpoint: _core.Endpoint[R],
         model: str,
         call: PreparedCall,
-        originals: Sequence[str],
+        originals: Sequence[DocumentInput],
         limiter: asyncio.Semaphore,
         request_id: str,
         on_progress: ProgressCallback | None,
@@ -598,7 +607,7 @@ class Engine:
     # -- the score cache ----------------------------------------------------------------
 
     def _pair_keys(
-        self, info: ServerInfo, query: str, instruction: str | None, docs: Sequence[str]
+        self, info: ServerInfo, query: str, instruction: str | None, docs: Sequence[DocumentInput]
     ) -> list[str]:
         config = self.config
         prefix = pair_prefix(
@@ -616,7 +625,7 @@ class Engine:
                 query,
             ]
         )
-        return [pair_key(prefix, doc) for doc in docs]
+        return [pair_key(prefix, _core.document_identity(doc)) for doc in docs]
 
     async def _cache_get(self, cache: ScoreCache, keys: list[str]) -> list[float | None]:
         if asyncio.get_running_loop().time() < self._cache_down_until:
@@ -664,7 +673,7 @@ class Engine:
         info: ServerInfo,
         query: str,
         instruction: str | None,
-        docs: list[str],
+        docs: list[DocumentInput],
         keys: list[str],
         misses: list[int],
         limiter: asyncio.Semaphore,
@@ -757,7 +766,7 @@ class Engine:
         self,
         info: ServerInfo,
         query: str,
-        docs: list[str],
+        docs: list[DocumentInput],
         instruction: str | None,
         limiter: asyncio.Semaphore,
         deadline_at: float | None,
@@ -773,11 +782,11 @@ class Engine:
         info: ServerInfo,
         mode: str,
         query: str,
-        docs: list[str],
+        docs: list[DocumentInput],
         instruction: str | None,
         limiter: asyncio.Semaphore,
         deadline_at: float | None,
-    ) -> list[str]:
+    ) -> list[DocumentInput]:
         """Cut documents that would overflow the window, so the prompt's end stays intact.
 
         A document's budget is the window minus what the server adds to a pair (measured by
@@ -795,7 +804,10 @@ class Engine:
         side, wrapper = _core.pair_sides(mode, query, instruction)
         window = info.max_model_len - added - _core.TRUNCATION_MARGIN
         bound = window - _core.utf8_len(side) - _core.utf8_len(wrapper)
-        long = [i for i, doc in enumerate(docs) if _core.utf8_len(doc) > bound]
+        # Only text can be cut; an image's size is the server's to judge.
+        long = [
+            i for i, doc in enumerate(docs) if isinstance(doc, str) and _core.utf8_len(doc) > bound
+        ]
         if not long or "no-tokenize" in self._warned:
             return docs
         model = self.config.model or info.model
@@ -820,11 +832,13 @@ class Engine:
             )
         fitted = list(docs)
 
+        texts = {i: doc for i in long if isinstance(doc := docs[i], str)}
+
         async def cut(i: int) -> None:
             async with limiter:
-                fitted[i] = await self._cut_to(model, docs[i], budget, deadline_at)
+                fitted[i] = await self._cut_to(model, texts[i], budget, deadline_at)
 
-        await _gather([cut(i) for i in long if _core.utf8_len(docs[i]) > budget])
+        await _gather([cut(i) for i, text in texts.items() if _core.utf8_len(text) > budget])
         return fitted
 
     async def _tokens(self, model: str, text: str, deadline_at: float | None) -> list[int]:

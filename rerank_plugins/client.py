@@ -18,11 +18,12 @@ from . import _core
 from ._engine import Engine, ProgressCallback
 from .config import Cert, PromptMode, RerankConfig, Verify
 from .errors import RerankConfigError, RerankInputError
+from .multimodal import check_images_allowed, has_images
 
 if TYPE_CHECKING:
     from .cache import ScoreCache
     from .telemetry import OpenTelemetryTracing, PrometheusMetrics
-from .types import PreparedCall, RerankResult, ScoreResult, ServerInfo
+from .types import DocumentInput, PreparedCall, RerankResult, ScoreResult, ServerInfo
 
 __all__ = ["AsyncRerankClient", "ClientOptions", "ProgressCallback", "RerankClient"]
 
@@ -76,6 +77,13 @@ class _Call:
         ):
             raise RerankInputError(f"request_id must be a non-empty ASCII str, got {request_id!r}")
         self.request_id = request_id or _core.new_request_id()
+
+
+def _checked(config: RerankConfig, call: _Call) -> _Call:
+    """Images for a model whose family is text-only fail here, before any request."""
+    if config.model and has_images(call.docs):
+        check_images_allowed(call.query, call.docs, model_name=config.model, unknown_ok=False)
+    return call
 
 
 class _ClientBase:
@@ -134,13 +142,14 @@ class _ClientBase:
     ) -> _Call:
         _core.check_top_n(top_n)
         endpoint = _core.RerankEndpoint(config.route, top_n)  # type: ignore[arg-type]
-        return _Call(endpoint, query, documents, instruction, request_id)
+        return _checked(config, _Call(endpoint, query, documents, instruction, request_id))
 
     @staticmethod
     def _score_call(
         config: RerankConfig, query: object, documents: object, instruction: object, rid: object
     ) -> _Call:
-        return _Call(_core.ScoreEndpoint(config.score_path), query, documents, instruction, rid)
+        call = _Call(_core.ScoreEndpoint(config.score_path), query, documents, instruction, rid)
+        return _checked(config, call)
 
 
 class AsyncRerankClient(_ClientBase):
@@ -206,7 +215,7 @@ class AsyncRerankClient(_ClientBase):
         return await self._engine.io.run(self._engine.learn())
 
     async def render(
-        self, query: str, documents: Sequence[str], *, instruction: str | None = None
+        self, query: str, documents: Sequence[DocumentInput], *, instruction: str | None = None
     ) -> PreparedCall:
         """The exact query and document texts this client would send (after truncation)."""
         call = _Call(_core.ScoreEndpoint(), query, documents, instruction, None)
@@ -217,7 +226,7 @@ class AsyncRerankClient(_ClientBase):
     async def rerank(
         self,
         query: str,
-        documents: Sequence[str],
+        documents: Sequence[DocumentInput],
         *,
         top_n: int | None = None,
         instruction: str | None = None,
@@ -231,7 +240,7 @@ class AsyncRerankClient(_ClientBase):
     async def score(
         self,
         query: str,
-        documents: Sequence[str],
+        documents: Sequence[DocumentInput],
         *,
         instruction: str | None = None,
         on_progress: ProgressCallback | None = None,
@@ -303,7 +312,7 @@ class RerankClient(_ClientBase):
         return self._engine.io.call(self._engine.learn())
 
     def render(
-        self, query: str, documents: Sequence[str], *, instruction: str | None = None
+        self, query: str, documents: Sequence[DocumentInput], *, instruction: str | None = None
     ) -> PreparedCall:
         """The exact query and document texts this client would send (after truncation)."""
         call = _Call(_core.ScoreEndpoint(), query, documents, instruction, None)
@@ -312,7 +321,7 @@ class RerankClient(_ClientBase):
     def rerank(
         self,
         query: str,
-        documents: Sequence[str],
+        documents: Sequence[DocumentInput],
         *,
         top_n: int | None = None,
         instruction: str | None = None,
@@ -326,7 +335,7 @@ class RerankClient(_ClientBase):
     def score(
         self,
         query: str,
-        documents: Sequence[str],
+        documents: Sequence[DocumentInput],
         *,
         instruction: str | None = None,
         on_progress: ProgressCallback | None = None,

@@ -6,7 +6,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from .multimodal import ImageDocument
 from .prompts import is_qwen3_reranker
+
+DocumentInput = str | ImageDocument
+"""A document as the client takes it: text, or an image with optional text."""
 
 __all__ = ["PreparedCall", "RerankItem", "RerankResult", "ScoreResult", "ServerInfo", "Usage"]
 
@@ -29,7 +33,7 @@ class PreparedCall:
     """A call as the wire sees it (``client.render``): the query and document texts sent."""
 
     query: str
-    documents: tuple[str, ...]
+    documents: tuple[DocumentInput, ...]
     instruction: str | None  # sent as the ``instruction`` field (server mode), else None
     mode: str = "raw"  # the prompt mode applied: "server", "client" or "raw"
 
@@ -43,7 +47,7 @@ class RerankItem(NamedTuple):
 
     index: int  # type: ignore[assignment]  # shadows tuple.index, as a field should
     score: float
-    document: str
+    document: DocumentInput
 
 
 @dataclass(frozen=True, slots=True)

@@ -359,3 +359,45 @@ def test_a_listwise_model_gets_the_whole_list_in_one_request(model, listwise, ex
     assert sorted(result.indices) == list(range(10))
     assert len(posts(seen, "/v2/rerank")) == expected_requests
     assert client.server_info().listwise is (expected_requests == 1)
+
+
+# --- documents with images ---------------------------------------------------------------------
+
+PNG_URL = "data:image/png;base64,iVBORw0KGgo="
+
+
+def test_image_documents_go_as_content_parts_to_a_multimodal_family():
+    from rerank_plugins.multimodal import ImageDocument
+
+    handler, seen = fake_server(model="Qwen/Qwen3-VL-Reranker-2B", templated=True)
+    client = RerankClient(BASE, transport=httpx.MockTransport(handler))
+    docs = ["a text", ImageDocument((PNG_URL,), text="a caption")]
+    result = client.rerank("q", docs)
+    assert sorted(result.indices) == [0, 1]
+    assert result.items[result.indices.index(1)].document is docs[1]  # the caller's object
+    sent = json.loads(posts(seen, "/v2/rerank")[0].content)["documents"]
+    assert sent[0] == "a text"
+    assert sent[1] == {
+        "content": [
+            {"type": "image_url", "image_url": {"url": PNG_URL}},
+            {"type": "text", "text": "a caption"},
+        ]
+    }
+
+
+@pytest.mark.parametrize("model", ["all-MiniLM-L6-v2", "Qwen/Qwen3-Reranker-0.6B"])
+@pytest.mark.parametrize("configured", [True, False])
+def test_an_image_for_a_text_only_family_fails_before_the_call_is_sent(model, configured):
+    from rerank_plugins.multimodal import ImageDocument
+
+    handler, seen = fake_server(model=model, templated=True)
+    client = RerankClient(
+        BASE, model=model if configured else None, transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(RerankInputError, match=r"takes text only|family of .* is unknown"):
+        client.rerank("q", ["a", ImageDocument((PNG_URL,))])
+    # Configured: nothing at all is sent; else only the one-off reads that name the model.
+    assert posts(seen, "/v2/rerank") == []
+    assert (
+        seen == [] if configured else all(r.url.path != "/v2/rerank" or is_probe(r) for r in seen)
+    )
