@@ -22,7 +22,7 @@ from .errors import (
     RerankResponseError,
     RerankStatusError,
 )
-from .types import RerankResult
+from .types import DocumentInput, RerankResult
 
 __all__ = [
     "ADDED_KEYS",
@@ -312,7 +312,7 @@ def fall_back(count: int, options: RerankOptions, error: RerankError) -> list[Pl
 
 
 def rerank(
-    client: RerankClient, query: str, texts: Sequence[str], options: RerankOptions
+    client: RerankClient, query: str, texts: Sequence[DocumentInput], options: RerankOptions
 ) -> list[Placement]:
     """Rerank with the sync client and apply the options; no request for no texts."""
     if not texts:
@@ -326,7 +326,7 @@ def rerank(
 
 
 async def arerank(
-    client: AsyncRerankClient, query: str, texts: Sequence[str], options: RerankOptions
+    client: AsyncRerankClient, query: str, texts: Sequence[DocumentInput], options: RerankOptions
 ) -> list[Placement]:
     """Rerank with the async client and apply the options; no request for no texts."""
     if not texts:

@@ -12,6 +12,8 @@ from . import _adapters
 from ._adapters import RELEVANCE_SCORE_KEY, Placement, RerankOptions
 from .client import AsyncRerankClient, RerankClient
 from .errors import RerankInputError
+from .multimodal import ImageDocument
+from .types import DocumentInput
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -137,7 +139,7 @@ class VLLMRerank(BaseDocumentCompressor):
             self._sync_client = self.client.to_sync()
         return self._sync_client
 
-    def _texts(self, docs: Sequence[Document]) -> list[str]:
+    def _texts(self, docs: Sequence[Document]) -> list[DocumentInput]:
         for position, doc in enumerate(docs):
             if not isinstance(doc, Document):
                 raise RerankInputError(
@@ -145,9 +147,14 @@ class VLLMRerank(BaseDocumentCompressor):
                 )
         if self.text_fn is not None:
             return [self.text_fn(doc) for doc in docs]
-        return [
-            _adapters.document_text(d.page_content, d.metadata, self.metadata_keys) for d in docs
-        ]
+        texts: list[DocumentInput] = []
+        for doc in docs:
+            text = _adapters.document_text(doc.page_content, doc.metadata, self.metadata_keys)
+            # An image in metadata ("image": URL or data URL) goes with the text, as NVIDIA's
+            # LangChain reranker sends it.
+            image = ImageDocument.from_metadata(text, doc.metadata)
+            texts.append(text if image is None else image)
+        return texts
 
     def _start(self, query: str, docs: Sequence[Document]) -> dict[str, Any]:
         return {"query": query, "documents": len(docs), "model": self.model, "top_n": self.top_n}

@@ -14,6 +14,8 @@ from . import _adapters
 from ._adapters import ADDED_KEYS, RETRIEVAL_SCORE_KEY, Placement, RerankOptions
 from .client import AsyncRerankClient, RerankClient
 from .errors import RerankInputError
+from .multimodal import ImageDocument
+from .types import DocumentInput
 
 try:
     from llama_index.core.bridge.pydantic import (
@@ -29,7 +31,13 @@ try:
     from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined,unused-ignore]
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
-    from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
+    from llama_index.core.schema import (
+        BaseNode,
+        ImageNode,
+        MetadataMode,
+        NodeWithScore,
+        QueryBundle,
+    )
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise _adapters.missing_extra("llama-index-core", "llamaindex", exc) from exc
 
@@ -43,7 +51,7 @@ class _Call:
     """One call as its events see it: the query and texts going in, the nodes coming out."""
 
     query: str
-    texts: list[str]
+    texts: list[DocumentInput]
     output: list[NodeWithScore] = field(default_factory=list)
 
 
@@ -147,8 +155,22 @@ class VLLMRerank(BaseNodePostprocessor):
             self._sync_client = self.client.to_sync()
         return self._sync_client
 
-    def _text(self, node: BaseNode) -> str:
-        return self.text_fn(node) if self.text_fn else node.get_content(self.metadata_mode)
+    def _text(self, node: BaseNode) -> DocumentInput:
+        if self.text_fn:
+            return self.text_fn(node)
+        text = node.get_content(self.metadata_mode)
+        if isinstance(node, ImageNode):
+            # An ImageNode goes with its image, as vLLM's multimodal rerank request takes it.
+            image = ImageDocument.from_fields(
+                text or None,
+                url=node.image_url,
+                base64_data=node.image,
+                path=node.image_path,
+                mime_type=node.image_mimetype,
+            )
+            if image is not None:
+                return image
+        return text
 
     @contextmanager
     def _traced(

