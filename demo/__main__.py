@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=7860, help="web UI port (default 7860)")
     p.add_argument("--vllm-log", default=None, help="file for the embedded vLLM's log")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve the client's Prometheus metrics on this port (default: off)",
+    )
     return p
 
 
@@ -123,8 +129,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 backend = _start_vllm(stack, args.model, args.vllm_log)
             log_choice(backend)
             client = AsyncRerankClient(
-                base_url=backend.base_url, model=backend.model or None, timeout=300.0
+                base_url=backend.base_url,
+                model=backend.model or None,
+                timeout=300.0,
+                metrics=True,  # shown in the Metrics tab; --metrics-port serves them
             )
+            if args.metrics_port:
+                from prometheus_client import start_http_server
+
+                start_http_server(args.metrics_port, addr=args.host)
+                logger.info(
+                    "Prometheus metrics: http://%s:%d/metrics", args.host, args.metrics_port
+                )
             blocks = build_demo(client, backend, corpora=corpora, cache=cache)
             stack.callback(blocks.close)
             blocks.launch(

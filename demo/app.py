@@ -89,6 +89,30 @@ def _banner(backend: Backend) -> str:
     return text
 
 
+METRICS_HELP = """The demo's client runs with `metrics=True`: every call updates the Prometheus
+metrics of `rerank_plugins.telemetry` (call duration, documents per call, requests by status
+class, errors, retries, cache hits and misses, calls in flight), labelled by model and route
+only. In your application, expose them for Prometheus with
+`prometheus_client.start_http_server(9464)` (then scrape `http://HOST:9464/metrics`); started
+with `--metrics-port`, this demo does the same."""
+
+
+def metrics_snapshot() -> str:
+    """The ``rerank_`` lines of the default Prometheus registry, as a scrape would show them."""
+    try:
+        from prometheus_client import REGISTRY, generate_latest
+    except ImportError:
+        return "prometheus_client is not installed: pip install 'rerank-plugins[metrics]'"
+    lines = generate_latest(REGISTRY).decode().splitlines()
+    # Samples start with the metric's name; HELP and TYPE lines name it third.
+    shown = [
+        line
+        for line in lines
+        if line.startswith("rerank_") or line.startswith(("# HELP rerank_", "# TYPE rerank_"))
+    ]
+    return "\n".join(shown) or "(no calls yet)"
+
+
 def build_demo(
     client: AsyncRerankClient,
     backend: Backend,
@@ -250,6 +274,15 @@ def build_demo(
                         elem_id="rr-list-table",
                     )
 
+        with gr.Tab("Metrics", id="metrics"):
+            gr.Markdown(METRICS_HELP)
+            metrics_text = gr.Code(
+                value=metrics_snapshot(), label="rerank_* metrics now", elem_id="rr-metrics"
+            )
+            gr.Button("Refresh", elem_id="rr-metrics-refresh").click(
+                metrics_snapshot, None, metrics_text
+            )
+
         inputs = [corpus, query, top_k, top_n, instruction, pasted, upload, split, rerank_anyway]
         outputs = [status, timings, table, chart, docs_view]
         go.click(handlers.search, inputs, outputs)
@@ -280,7 +313,7 @@ def build_demo(
 def demo_from_env() -> gr.Blocks:
     """The demo against the server at ``RERANK_BASE_URL`` (default ``http://127.0.0.1:8000``)."""
     base_url = os.environ.get("RERANK_BASE_URL", "http://127.0.0.1:8000")
-    client = AsyncRerankClient(base_url=base_url, timeout=300.0)
+    client = AsyncRerankClient(base_url=base_url, timeout=300.0, metrics=True)
     return build_demo(client, describe_server(base_url, client.config.model, timeout=1.0))
 
 

@@ -67,7 +67,7 @@ def _launch(client: AsyncRerankClient, backend: Backend) -> tuple[Blocks, str]:
 @pytest.fixture(scope="module")
 def demo_url(minilm_server: ServerHandle) -> Iterator[str]:
     base_url = minilm_server.base_url
-    client = AsyncRerankClient(base_url=base_url, timeout=300.0)
+    client = AsyncRerankClient(base_url=base_url, timeout=300.0, metrics=True)
     blocks, url = _launch(client, describe_server(base_url))
     yield url
     blocks.close()
@@ -277,6 +277,22 @@ def test_backend_down_shows_a_readable_message(page: Page, down_url: str) -> Non
     assert "cannot connect" in text and "rerank-serve" in text
     assert "Traceback" not in page.content()
     assert page.locator(ROW).count() == 0
+
+
+def test_metrics_tab_shows_where_the_metrics_are(page: Page, demo_url: str) -> None:
+    _open(page, demo_url)
+    _search(page, "how do python decorators work")
+    _wait_for_results(page)
+    page.get_by_role("tab", name="Metrics").click()
+    page.locator("#rr-metrics-refresh").click()
+    code = page.locator("#rr-metrics")
+    code.get_by_text("rerank_call_duration_seconds_count").first.wait_for()
+    text = code.inner_text()
+    assert 'route="/v2/rerank"' in text and "rerank_requests_total" in text
+    assert "decorators" not in text  # labels never carry a query
+    assert "start_http_server" in page.locator("#rr-metrics").locator("xpath=..").inner_text() or (
+        "start_http_server" in page.content()
+    )
 
 
 def test_rerank_a_pasted_list_tab(page: Page, demo_url: str) -> None:
