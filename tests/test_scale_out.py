@@ -35,6 +35,7 @@ from support.cluster_fixtures import (
     MINILM_NAME,
     ScaleOut,
     engine_requests,
+    litellm_executable,
 )
 from support.servers import REPO_ROOT, ServerHandle
 
@@ -264,21 +265,25 @@ def test_cohere_shaped_reply_recorded_from_litellm() -> None:
 
 
 @pytest.fixture(scope="module")
-def litellm_url(scale_out: ScaleOut) -> str:
-    if scale_out.litellm is None:
+def litellm_url(request: pytest.FixtureRequest) -> str:
+    # Checked before the module's servers are asked for: skipping starts nothing.
+    if litellm_executable() is None:
         pytest.skip(
             "no .venv-litellm: `python -m venv .venv-litellm && .venv-litellm/bin/pip "
             "install 'litellm[proxy]' prisma` to test through LiteLLM's proxy"
         )
+    scale_out: ScaleOut = request.getfixturevalue("scale_out")
     _part(scale_out, "litellm")
+    assert scale_out.litellm is not None
     return scale_out.litellm.base_url
 
 
 @pytest.mark.parametrize("route", ["/v2/rerank", "/rerank", "/v1/rerank"])
-def test_client_through_litellm_proxy(
-    litellm_url: str, minilm_server: ServerHandle, route: str
-) -> None:
-    with RerankClient(minilm_server.base_url, model=MINILM_NAME) as direct:
+def test_client_through_litellm_proxy(litellm_url: str, scale_out: ScaleOut, route: str) -> None:
+    # Compared with LiteLLM's own upstream, not a session server: without .venv-litellm this
+    # test skips, and a skipped test that uses a session server fails the run (conftest).
+    upstream = scale_out.cluster.replicas[0].base_url
+    with RerankClient(upstream, model=MINILM_NAME) as direct:
         want = _ranking(direct.rerank(QUERY, DOCS, top_n=5))
     with RerankClient(
         litellm_url, model=MINILM_NAME, api_key=LITELLM_KEY, route=route, max_batch_size=4
