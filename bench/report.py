@@ -28,18 +28,21 @@ def _load(d: dict[str, Any]) -> str:
 
 def markdown(data: dict[str, Any]) -> str:
     meta = data["meta"]
+    first = meta.get("kept_from", meta)  # a partial re-run keeps the main run's header
     lines = [
         "# Benchmarks"
         + (" (quick run: few repeats, for CI; not for quoting)" if meta["quick"] else ""),
         "",
-        f"Produced by `bash bench/run.sh{' --quick' if meta['quick'] else ''}` on {meta['started']}"
-        f" in {meta['seconds']:.0f} s; `results.json` beside this file holds every figure.",
+        f"Produced by `bash bench/run.sh{' --quick' if meta['quick'] else ''}` on "
+        f"{first['started']} in {first['seconds']:.0f} s (commit {first.get('commit', '?')}); "
+        "`results.json` beside this file holds every figure.",
         "",
         f"Machine: {meta['machine']}. **The machine is shared with other engineers' test "
         "sessions and vLLM servers**: the load average is given next to each section; wall "
         "times and throughput are pessimistic under load, CPU times much less so. Every figure "
-        "is a median of repeats with its spread as (min-max); every ratio is taken within one "
-        "round of interleaved runs, then the median of those ratios is reported.",
+        "is a median of repeats with its spread as (min-max); every ratio is taken between runs "
+        "made side by side (interleaved, or back to back), then the median of those ratios is "
+        "reported.",
         "",
     ]
     if meta.get("server"):
@@ -134,6 +137,21 @@ def markdown(data: dict[str, Any]) -> str:
             f"documents/s = {_f(seq)} (same round, interleaved blocks): {verdict} "
             "(>= 0.97 counts as no slower: the spread between rounds on this shared machine "
             "is larger than 3%).",
+            "",
+        ]
+    sc = data.get("seqcheck")
+    if sc:
+        ratio = sc["ours_over_requests_latency"]
+        lines += [
+            "### Sequential 5-document calls, call by call",
+            "",
+            f"{sc['pairs']} pairs of calls, alternating which goes first: `requests.post` "
+            f"{_f(sc['requests_latency_ms'], 0)} ms, our sync `RerankClient` "
+            f"{_f(sc['ours_latency_ms'], 0)} ms; per-pair latency ratio ours / requests.post "
+            f"median {ratio['median']:.3f} (interquartile {ratio['q1']:.3f}-{ratio['q3']:.3f})"
+            f": {'no slower' if ratio['median'] <= 1.03 else 'SLOWER'} (a median <= 1.03 "
+            "counts as no slower; the interquartile range shows how much single calls swing "
+            f"on this machine). {_load(sc)}.",
             "",
         ]
     vb = data.get("vllm_bench")

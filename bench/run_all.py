@@ -122,7 +122,9 @@ def main() -> int:
     )
     parser.add_argument("--out-dir", help="default bench/ (full) or tests/artifacts/bench-quick/")
     parser.add_argument(
-        "--only", default="overhead,throughput,vllm,bm25", help="comma-separated subset"
+        "--only",
+        default="overhead,throughput,seqcheck,vllm,bm25",
+        help="comma-separated subset",
     )
     parser.add_argument(
         "--render", action="store_true", help="only rewrite RESULTS.md and charts from results.json"
@@ -169,7 +171,7 @@ def main() -> int:
     tokenizer = args.tokenizer
     base_url, model = args.base_url, args.model
     try:
-        if ({"throughput", "vllm"} & only) and not base_url:
+        if ({"throughput", "seqcheck", "vllm"} & only) and not base_url:
             log("starting a MiniLM vLLM server (rerank_plugins.serve.VLLMServer)")
             server, seconds = start_server("minilm", ARTIFACTS / "logs")
             base_url, model = server.base_url, server.model_name
@@ -184,6 +186,11 @@ def main() -> int:
         if "throughput" in only:
             log(f"throughput against {base_url}")
             data["throughput"] = throughput.measure(
+                base_url, model, args.quick, args.api_key, log=log
+            )
+        if "seqcheck" in only:
+            log("sequential 5-document calls, call by call: RerankClient vs requests.post")
+            data["seqcheck"] = throughput.sequential_check(
                 base_url, model, args.quick, args.api_key, log=log
             )
         if "vllm" in only:
@@ -216,7 +223,7 @@ def main() -> int:
     data["meta"]["load_at_end"] = load()
     previous = out / "results.json"
     sections = {"overhead": "overhead", "throughput": "throughput", "vllm": "vllm_bench"}
-    sections["bm25"] = "bm25"
+    sections |= {"seqcheck": "seqcheck", "bm25": "bm25"}
     if only != set(sections) and previous.exists():
         # A partial re-run (--only) keeps the other sections of the run before, and says so.
         old = json.loads(previous.read_text())

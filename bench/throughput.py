@@ -323,3 +323,40 @@ def measure(
     out["seq_ours_over_requests"] = summary(seq_ratio)
     out["load_after"] = load()
     return out
+
+
+def sequential_check(
+    base_url: str, model: str, quick: bool, api_key: str | None = None, log: Any = print
+) -> dict[str, Any]:
+    """Sequential 5-document calls: ``requests.post`` and our sync client, call by call.
+
+    The two alternate (A B, then B A, ...) so each pair sees the same load; the figure is the
+    median of the per-pair latency ratios ours / requests.post, and of each one's latency.
+    """
+    bench = Bench(base_url, model, quick, api_key)
+    pairs = 6 if quick else 60
+    out: dict[str, Any] = {"load_before": load(), "pairs": pairs}
+    sync = RerankClient(base_url, model=model, api_key=api_key)
+    try:
+        sync.rerank(bench.query(), bench.docs(5))
+        bench.sequential_requests(1)  # warm both
+        ours_ms, raw_ms, ratio = [], [], []
+        for i in range(pairs):
+            first_ours = i % 2 == 1
+            if first_ours:
+                a = bench.sequential_ours(sync, 1)[0][0]
+                b = bench.sequential_requests(1)[0][0]
+            else:
+                b = bench.sequential_requests(1)[0][0]
+                a = bench.sequential_ours(sync, 1)[0][0]
+            ours_ms.append(a * 1000)
+            raw_ms.append(b * 1000)
+            ratio.append(a / b)
+    finally:
+        sync.close()
+    out["ours_latency_ms"] = summary(ours_ms)
+    out["requests_latency_ms"] = summary(raw_ms)
+    out["ours_over_requests_latency"] = summary(ratio)
+    out["load_after"] = load()
+    log(f"  sequential check: ours / requests.post latency x{summary(ratio)['median']:.3f}")
+    return out
