@@ -243,7 +243,20 @@ def encode_json(payload: Mapping[str, Any]) -> bytes:
 
 def _usage(url: str, body: Mapping[str, Any]) -> Usage:
     tokens = usage_tokens(url, body)
-    return Usage() if tokens is None else Usage(*tokens)
+    if tokens is None:
+        return _billed_units(body)
+    return Usage(*tokens)
+
+
+def _billed_units(body: Mapping[str, Any]) -> Usage:
+    """Usage from a Cohere-shaped reply (``meta.billed_units``, as LiteLLM answers), if any."""
+    meta = body.get("meta")
+    billed = meta.get("billed_units") if isinstance(meta, Mapping) else None
+    if not isinstance(billed, Mapping):
+        return Usage()
+    counts = [billed.get(k) for k in ("input_tokens", "total_tokens")]
+    prompt, total = (c if type(c) is int and c >= 0 else None for c in counts)
+    return Usage(prompt or total or 0, total or prompt or 0)
 
 
 def _entries(url: str, body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:

@@ -414,11 +414,13 @@ class Engine:
             try:
                 body = await self.send("POST", route, payload, None, deadline_at, auth=with_key)
             except RerankStatusError as exc:
+                if not with_key:
+                    # Refused without the key: guarded. Any other failure (a gateway answering
+                    # 500 to a keyless request) says nothing; the keyed probe decides.
+                    auth_enforced = True if exc.status_code in (401, 403) else None
+                    continue
                 if exc.status_code in _NO_ROUTE:
                     return _detect.read_probe(None, f"{route} (answered {exc.status_code})"), None
-                if not with_key and exc.status_code in (401, 403):
-                    auth_enforced = True
-                    continue
                 raise
             if not with_key:
                 auth_enforced = False

@@ -401,3 +401,28 @@ def test_an_image_for_a_text_only_family_fails_before_the_call_is_sent(model, co
     assert (
         seen == [] if configured else all(r.url.path != "/v2/rerank" or is_probe(r) for r in seen)
     )
+
+
+def test_a_gateway_failing_the_keyless_check_does_not_fail_calls():
+    """LiteLLM without prisma answers a request without its key with 500, not 401."""
+
+    def handler(request):
+        if request.method == "GET":
+            return httpx.Response(404)
+        if "authorization" not in request.headers:
+            return httpx.Response(500, text="Internal Server Error")
+        return httpx.Response(
+            200,
+            json={
+                "id": "x",
+                "results": [{"index": 0, "relevance_score": 0.5, "document": {"text": "a"}}],
+                "meta": {"billed_units": {"total_tokens": 3}},
+            },
+        )
+
+    client = RerankClient(
+        "http://gw.test", model="m", api_key="sk-1", transport=httpx.MockTransport(handler)
+    )
+    result = client.rerank("q", ["a"])
+    assert result.indices == [0] and result.usage.total_tokens == 3  # Cohere's billed units
+    assert client.server_info().auth_enforced is None
