@@ -16,6 +16,9 @@ quiet() { "$@" 2>&1 | { grep -v -e "is ignored: it is neither a file nor a direc
 # The vLLM venv takes the longest (2-3 min on a new machine): build it while the rest installs.
 bash tests/setup_vllm_env.sh > tests/artifacts/setup_vllm_env.log 2>&1 &
 vllm_setup=$!
+# LiteLLM's proxy (for the scale-out tests) in a venv of its own too, at the same time.
+bash tests/setup_litellm_env.sh > tests/artifacts/setup_litellm_env.log 2>&1 &
+litellm_setup=$!
 
 # Chromium for the demo's browser tests, a CJK font so Chinese renders in its screenshots, and
 # redis-server for the score cache tests (each test session starts its own on a free port).
@@ -37,6 +40,12 @@ if ! wait "$vllm_setup"; then
     exit 1
 fi
 tail -n 1 tests/artifacts/setup_vllm_env.log
+if ! wait "$litellm_setup"; then
+    cat tests/artifacts/setup_litellm_env.log >&2
+    echo "run.sh: setting up the LiteLLM venv failed" >&2
+    exit 1
+fi
+tail -n 1 tests/artifacts/setup_litellm_env.log
 
 # Not `python -m pytest`: that would put the source tree ahead of the installed package.
 export RERANK_TEST_INSTALLED=1
