@@ -9,6 +9,7 @@ import email.utils
 import hashlib
 import json
 import math
+import operator
 import random
 import re
 import time
@@ -274,17 +275,19 @@ def _entries(url: str, body: Mapping[str, Any], key: str) -> list[Mapping[str, A
 def _plain_indices(values: list[Any], size: int) -> bool:
     """Whether ``values`` are distinct ints in ``[0, size)`` (the fast check of a reply)."""
     return (
-        all(type(v) is int for v in values)
+        set(map(type, values)) <= {int}
         and len(set(values)) == len(values)
         and (not values or (min(values) >= 0 and max(values) < size))
     )
 
 
 def _plain_scores(values: list[Any]) -> bool:
-    """Whether ``values`` are all finite JSON numbers (not bools)."""
-    return all(type(v) is float or type(v) is int for v in values) and all(
-        map(math.isfinite, values)
-    )
+    """Whether ``values`` are all finite JSON numbers (not bools); C-level passes only.
+
+    A sum that overflows to infinity fails here although each score is finite: the slow
+    path then checks each one.
+    """
+    return set(map(type, values)) <= {float, int} and math.isfinite(math.fsum(values))
 
 
 def parse_rerank_batch(
@@ -310,10 +313,13 @@ def parse_rerank_batch(
             strict_index(url, f"results[{position}].index", result.get("index"), size, seen)
             finite_score(url, f"results[{position}].relevance_score", result.get("relevance_score"))
     start = batch.start
-    items = [
-        RerankItem(start + local, float(score), originals[start + local])
-        for local, score in zip(indices, scores, strict=True)  # all checked above
-    ]
+    positions = [start + local for local in indices] if start else indices
+    items = list(
+        map(
+            RerankItem._make,
+            zip(positions, map(float, scores), map(originals.__getitem__, positions), strict=True),
+        )
+    )
     return items, _usage(url, body), optional_str(url, body, "model")
 
 
@@ -333,14 +339,18 @@ def parse_score_batch(url: str, text: str, batch: Batch) -> tuple[list[float], U
     return scores, _usage(url, body), optional_str(url, body, "model")
 
 
-def _rank_key(item: RerankItem) -> tuple[float, int]:
-    return (-item[1], item[0])
-
-
 def merge_rankings(parts: Iterable[list[RerankItem]], top_n: int | None) -> tuple[RerankItem, ...]:
-    """One global ranking: best score first, ties broken by original index, cut to ``top_n``."""
-    merged = sorted((item for part in parts for item in part), key=_rank_key)
+    """One global ranking: best score first, ties broken by original index, cut to ``top_n``.
+
+    Two stable sorts on C-level keys (index, then score descending) give that order.
+    """
+    by_index = sorted((item for part in parts for item in part), key=_INDEX)
+    merged = sorted(by_index, key=_SCORE, reverse=True)
     return tuple(merged[:top_n] if top_n else merged)
+
+
+_INDEX = operator.itemgetter(0)
+_SCORE = operator.itemgetter(1)
 
 
 def parse_error_message(text: str) -> str:
