@@ -116,7 +116,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="few repeats, small sizes (CI)")
     parser.add_argument("--base-url", help="an existing vLLM server; else one is started")
     parser.add_argument("--model", help="served model name (with --base-url)")
-    parser.add_argument("--api-key", default=os.environ.get("RERANK_API_KEY"))
+    # The key comes from the environment only: a command line shows in `ps` and shell history.
+    parser.set_defaults(api_key=os.environ.get("RERANK_API_KEY"))
     parser.add_argument(
         "--tokenizer", help="tokenizer (path or hub id) for `vllm bench serve`'s random dataset"
     )
