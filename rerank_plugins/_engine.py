@@ -15,7 +15,7 @@ import os
 import ssl
 import weakref
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -76,9 +76,10 @@ def tls_setting(verify: object, cert: object) -> ssl.SSLContext | bool:
     if cert is None and isinstance(verify, bool):
         return verify
     if isinstance(verify, str):
-        context = ssl.create_default_context(
-            cafile=None if _is_dir(verify) else verify, capath=verify if _is_dir(verify) else None
-        )
+        if os.path.isdir(verify):
+            context = ssl.create_default_context(capath=verify)
+        else:
+            context = ssl.create_default_context(cafile=verify)
     elif verify:
         import certifi  # httpx's own default CA bundle (a dependency of httpx)
 
@@ -92,10 +93,6 @@ def tls_setting(verify: object, cert: object) -> ssl.SSLContext | bool:
     elif isinstance(cert, tuple):
         context.load_cert_chain(*cert)
     return context
-
-
-def _is_dir(path: str) -> bool:
-    return os.path.isdir(path)
 
 
 @dataclass
@@ -184,6 +181,7 @@ class Engine:
         self.io = IOLoop("rerank-plugins-io")
         self._connections = _Connections(config, transport, http_client)
         self._warned: set[str] = set()
+        self._can_tokenize = True  # False once the server answered /tokenize with 404/405
         self._instruments = instruments(config.metrics, config.tracing)
         # Pairs being fetched by some call: identical concurrent misses wait for one request.
         self._inflight: dict[str, asyncio.Future[float]] = {}
@@ -810,7 +808,7 @@ class Engine:
         long = [
             i for i, doc in enumerate(docs) if isinstance(doc, str) and _core.utf8_len(doc) > bound
         ]
-        if not long or "no-tokenize" in self._warned:
+        if not long or not self._can_tokenize:
             return docs
         model = self.config.model or info.model
         try:
@@ -818,6 +816,7 @@ class Engine:
         except RerankStatusError as exc:
             if exc.status_code not in _NO_ROUTE:
                 raise
+            self._can_tokenize = False
             self._warn_once(
                 "no-tokenize",
                 "rerank_plugins: %s has no /tokenize (%d): documents longer than the model's "
@@ -855,10 +854,6 @@ class Engine:
         payload = {"model": model, "tokens": tokens[:budget]}
         body = await self.send("POST", "/detokenize", payload, None, deadline_at)
         return _core.detokenized(self.base_url + "/detokenize", body)
-
-    def with_info(self, info: ServerInfo | None) -> None:
-        """Adopt what another engine learnt (unpickling)."""
-        self.info = info if info is None else replace(info)
 
 
 def _retrieve(future: asyncio.Future[float]) -> None:

@@ -129,7 +129,7 @@ class _ClientBase:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._engine = Engine(state["config"])
-        self._engine.with_info(state["info"])
+        self._engine.info = state["info"]  # frozen: safe to share
 
     @staticmethod
     def _rerank_call(

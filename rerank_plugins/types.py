@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ._detect import needs_template
 from .multimodal import ImageDocument
-from .prompts import is_qwen3_reranker
 
 DocumentInput = str | ImageDocument
 """A document as the client takes it: text, or an image with optional text."""
@@ -112,7 +112,7 @@ class ServerInfo:
     @property
     def is_qwen3_reranker(self) -> bool:
         """Whether the served model is a Qwen3-Reranker (by its name or its weights' path)."""
-        return any(is_qwen3_reranker(name) for name in (self.model, self.model_root or ""))
+        return needs_template(self.model, self.model_root)
 
     @property
     def supports_instruction(self) -> bool:
