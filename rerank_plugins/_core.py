@@ -16,9 +16,10 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Protocol, TypeVar
 
-from . import prompts
+from . import _json, prompts
 from ._parse import finite_score, json_object, optional_str, strict_index, usage_tokens
 from .config import RerankConfig
 from .errors import RerankInputError, RerankResponseError, RerankStatusError
@@ -98,8 +99,9 @@ def check_input(
             f"documents must be a sequence of str, got {type(documents).__name__}"
         )
     docs: list[Any] = list(documents)
-    # Fast path for the common case: all str, all encodable (one join, one encode).
-    if all(type(doc) is str for doc in docs):
+    # Fast path for the common case: all str, all encodable (C-level passes: one type set,
+    # one join, one encode).
+    if only_str(docs):
         try:
             "".join(docs).encode("utf-8")
         except UnicodeEncodeError:
@@ -211,10 +213,18 @@ def rerank_payload(
     return payload
 
 
-def wire_documents(documents: Sequence[DocumentInput]) -> list[Any]:
+def only_str(values: Iterable[object]) -> bool:
+    """Whether every value is exactly a ``str`` (one C-level pass, no Python per value)."""
+    return set(map(type, values)) <= _STR
+
+
+_STR = frozenset({str})
+
+
+def wire_documents(documents: Sequence[DocumentInput]) -> Sequence[Any]:
     """Documents as vLLM takes them: text as is, images as ``{"content": [parts]}``."""
-    if all(type(d) is str for d in documents):
-        return list(documents)
+    if only_str(documents):
+        return documents  # serialized straight away, never changed
     return [to_score_input(d) for d in documents]
 
 
@@ -239,7 +249,7 @@ def score_payload(model: str, call: PreparedCall, batch: Batch) -> dict[str, Any
 
 def encode_json(payload: Mapping[str, Any]) -> bytes:
     """The request body: UTF-8 JSON (input was checked to be encodable)."""
-    return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return _json.dumps(payload)
 
 
 def _usage(url: str, body: Mapping[str, Any]) -> Usage:
@@ -260,16 +270,19 @@ def _billed_units(body: Mapping[str, Any]) -> Usage:
     return Usage(prompt or total or 0, total or prompt or 0)
 
 
-def _entries(url: str, body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+def _entries(url: str, body: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     entries = body.get(key)
     if not isinstance(entries, list):
         raise RerankResponseError(f"{url} returned no '{key}' list: {entries!r:.100}")
-    if all(type(entry) is dict for entry in entries):
+    if set(map(type, entries)) <= _DICT:
         return entries
     for position, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise RerankResponseError(f"{url} returned {key}[{position}] = {entry!r:.60}")
-    return entries
+    return [dict(entry) for entry in entries]
+
+
+_DICT = frozenset({dict})
 
 
 def _plain_indices(values: list[Any], size: int) -> bool:
@@ -291,7 +304,7 @@ def _plain_scores(values: list[Any]) -> bool:
 
 
 def parse_rerank_batch(
-    url: str, text: str, batch: Batch, originals: Sequence[DocumentInput], top_n: int | None
+    url: str, text: bytes | str, batch: Batch, originals: Sequence[DocumentInput], top_n: int | None
 ) -> tuple[list[RerankItem], Usage, str | None]:
     """Items of one batch, mapped by ``index`` (the echoed text may carry the template)."""
     body = json_object(url, text)
@@ -304,8 +317,8 @@ def parse_rerank_batch(
         raise RerankResponseError(
             f"{url} returned {len(results)} results for {size} documents (expected {expected})"
         )
-    indices: list[Any] = [result.get("index") for result in results]
-    scores: list[Any] = [result.get("relevance_score") for result in results]
+    indices: list[Any] = list(map(dict.get, results, repeat("index")))
+    scores: list[Any] = list(map(dict.get, results, repeat("relevance_score")))
     if not (_plain_indices(indices, size) and _plain_scores(scores)):
         # Slow path, only to name the first bad field.
         seen: set[int] = set()
@@ -314,16 +327,20 @@ def parse_rerank_batch(
             finite_score(url, f"results[{position}].relevance_score", result.get("relevance_score"))
     start = batch.start
     positions = [start + local for local in indices] if start else indices
+    # tuple.__new__ over zipped fields builds each RerankItem without a Python-level call.
     items = list(
         map(
-            RerankItem._make,
+            tuple.__new__,
+            repeat(RerankItem),
             zip(positions, map(float, scores), map(originals.__getitem__, positions), strict=True),
         )
     )
     return items, _usage(url, body), optional_str(url, body, "model")
 
 
-def parse_score_batch(url: str, text: str, batch: Batch) -> tuple[list[float], Usage, str | None]:
+def parse_score_batch(
+    url: str, text: bytes | str, batch: Batch
+) -> tuple[list[float], Usage, str | None]:
     """Scores of one ``/score`` batch in input order."""
     body = json_object(url, text)
     data = _entries(url, body, "data")
@@ -436,7 +453,7 @@ def next_retry_delay(
 _VERSION = re.compile(r"(?<!\d)(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?(?!\d)")
 
 
-def parse_version(url: str, text: str) -> tuple[int, ...] | None:
+def parse_version(url: str, text: bytes | str) -> tuple[int, ...] | None:
     """``{"version": "0.32.0+cpu"}`` -> ``(0, 32, 0)``; None when it names no version."""
     version = json_object(url, text).get("version")
     if not isinstance(version, str):
@@ -454,7 +471,7 @@ class ModelEntry:
     max_model_len: int | None
 
 
-def parse_models(url: str, text: str, wanted: str | None) -> ModelEntry | None:
+def parse_models(url: str, text: bytes | str, wanted: str | None) -> ModelEntry | None:
     """The entry of ``wanted`` (else the first entry) in a ``/v1/models`` answer."""
     entries = _entries(url, json_object(url, text), "data")
     chosen: ModelEntry | None = None
@@ -476,7 +493,7 @@ def parse_models(url: str, text: str, wanted: str | None) -> ModelEntry | None:
     return chosen
 
 
-def tokens_of(url: str, text: str) -> list[int]:
+def tokens_of(url: str, text: bytes | str) -> list[int]:
     """The token ids of a ``/tokenize`` answer."""
     tokens = json_object(url, text).get("tokens")
     if not isinstance(tokens, list) or not all(
@@ -486,7 +503,7 @@ def tokens_of(url: str, text: str) -> list[int]:
     return tokens
 
 
-def detokenized(url: str, text: str) -> str:
+def detokenized(url: str, text: bytes | str) -> str:
     """The text of a ``/detokenize`` answer."""
     prompt = json_object(url, text).get("prompt")
     if not isinstance(prompt, str):
@@ -535,7 +552,7 @@ class Endpoint(Protocol[R_co]):
     def payload(self, model: str, call: PreparedCall, batch: Batch) -> dict[str, Any]: ...
 
     def parse(
-        self, url: str, body: str, batch: Batch, originals: Sequence[DocumentInput]
+        self, url: str, body: bytes | str, batch: Batch, originals: Sequence[DocumentInput]
     ) -> Any: ...
 
     def result(self, parts: Sequence[Any], model: str, request_id: str) -> R_co: ...
@@ -579,7 +596,7 @@ class RerankEndpoint:
         return rerank_payload(model, call, batch, self.top_n)
 
     def parse(
-        self, url: str, body: str, batch: Batch, originals: Sequence[DocumentInput]
+        self, url: str, body: bytes | str, batch: Batch, originals: Sequence[DocumentInput]
     ) -> tuple[list[RerankItem], Usage, str | None]:
         return parse_rerank_batch(url, body, batch, originals, self.top_n)
 
@@ -621,7 +638,7 @@ class ScoreEndpoint:
         return score_payload(model, call, batch)
 
     def parse(
-        self, url: str, body: str, batch: Batch, originals: Sequence[DocumentInput]
+        self, url: str, body: bytes | str, batch: Batch, originals: Sequence[DocumentInput]
     ) -> tuple[list[float], Usage, str | None]:
         return parse_score_batch(url, body, batch)
 

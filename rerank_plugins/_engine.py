@@ -214,8 +214,8 @@ class Engine:
         *,
         auth: bool = True,
         routing_key: str | None = None,
-    ) -> str:
-        """The body of a 2xx answer; retries 429/502-504 and transport errors within limits."""
+    ) -> bytes:
+        """A 2xx answer's body as received; retries 429/502-504 and transport errors in limits."""
         url = self.base_url + path
         content = None if payload is None else _core.encode_json(payload)
         headers = {"Content-Type": "application/json"} if content is not None else {}
@@ -252,7 +252,7 @@ class Engine:
             else:
                 scope.request(f"{response.status_code // 100}xx")
                 if response.is_success:
-                    return response.text
+                    return response.content  # the JSON reader decodes UTF-8 itself
                 error = _core.status_error(method, url, response.status_code, response.text)
                 if response.status_code not in _core.RETRY_STATUSES:
                     raise error
@@ -308,7 +308,7 @@ class Engine:
                 self.info = await self._learn(deadline_at)
         return self.info
 
-    async def _optional(self, path: str, deadline_at: float | None) -> str | None:
+    async def _optional(self, path: str, deadline_at: float | None) -> bytes | None:
         try:
             return await self.send("GET", path, None, None, deadline_at)
         except RerankStatusError as exc:
@@ -407,7 +407,7 @@ class Engine:
             "top_n": 0,
         }
         auth_enforced: bool | None = None
-        body: str | None = None
+        body: bytes | None = None
         for with_key in [False, True] if self.config.api_key else [True]:
             try:
                 body = await self.send("POST", route, payload, None, deadline_at, auth=with_key)

@@ -7,11 +7,11 @@ Each reader takes the URL (for the message) and the body text, checks every fiel
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
+from . import _json
 from .errors import RerankResponseError
 
 __all__ = [
@@ -27,17 +27,24 @@ def _fail(url: str, message: str) -> RerankResponseError:
     return RerankResponseError(f"{url} returned {message}")
 
 
-def json_object(url: str, text: str) -> dict[str, Any]:
-    """The body as a JSON object."""
+def json_object(url: str, text: bytes | str) -> dict[str, Any]:
+    """The body (bytes as received, or text) as a JSON object."""
     try:
-        body = json.loads(text)
+        body = _json.loads(text)
     except ValueError as exc:
-        raise _fail(url, f"a body that is not JSON: {text[:200]!r}") from exc
+        raise _fail(url, f"a body that is not JSON: {_head(text)!r}") from exc
     except RecursionError as exc:  # absurdly nested JSON
         raise _fail(url, "JSON nested too deeply to read") from exc
     if not isinstance(body, dict):
-        raise _fail(url, f"JSON that is not an object: {text[:200]!r}")
+        raise _fail(url, f"JSON that is not an object: {_head(text)!r}")
     return body
+
+
+def _head(text: bytes | str) -> str:
+    """The start of a body, for a message."""
+    if isinstance(text, bytes):
+        return text[:200].decode("utf-8", "replace")
+    return text[:200]
 
 
 def strict_index(url: str, field: str, value: object, size: int, seen: set[int]) -> int:

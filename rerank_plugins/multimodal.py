@@ -215,6 +215,9 @@ def to_score_inputs(documents: Sequence[RerankInputItem]) -> list[ScoreInput]:
     return [to_score_input(d, f"documents[{i}]") for i, d in enumerate(documents)]
 
 
+_STR = frozenset({str})
+
+
 def has_images(*items: RerankInputItem | Sequence[RerankInputItem]) -> bool:
     """Whether any of the given queries/documents (or lists of them) is not plain text."""
     for item in items:
@@ -222,6 +225,9 @@ def has_images(*items: RerankInputItem | Sequence[RerankInputItem]) -> bool:
             continue
         if isinstance(item, (ImageDocument, Mapping)):
             return True
+        # One C-level pass over the types first: text-only lists are the common case.
+        if set(map(type, item)) <= _STR:
+            continue
         if any(not isinstance(sub, str) for sub in item):
             return True
     return False
