@@ -1,7 +1,9 @@
-"""The one implementation of a call, run on a client's private I/O loop.
+"""The one implementation of a call, run on an event loop that holds a connection pool.
 
-``AsyncRerankClient`` and ``RerankClient`` are facades over an :class:`Engine`: the async
-client awaits it from the caller's loop, the sync twin blocks on it from the caller's thread.
+``AsyncRerankClient`` and ``RerankClient`` are facades over an :class:`Engine`. The async
+client runs a call on its caller's own loop when that loop is the client's home (see
+:mod:`._connections`), else on the client's private I/O loop, and awaits it; the sync twin
+blocks on the I/O loop from the caller's thread.
 Everything a call does (server reads, the prompt probe, tokenizing, every batch, retries and
 their waits) runs inside one ``asyncio.timeout``, so ``deadline`` is a total time limit.
 """
@@ -11,16 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
-import ssl
+import threading
 import weakref
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
 from . import _core, _detect, families, prompts
+from ._connections import Home, Pool
 from ._loop import IOLoop
 from ._parse import json_object, usage_tokens
 from .cache import ScoreCache, pair_key, pair_prefix
@@ -46,59 +48,17 @@ T = TypeVar("T")
 
 ProgressCallback = Callable[[int, int], None]
 
-_USER_AGENT = "rerank-plugins/0.1"
 # How long a cache that just failed is left alone before it is tried again.
 CACHE_PAUSE_SECONDS = 1.0
 # Statuses that mean "this server has no such route": an optional feature is then unknown.
 _NO_ROUTE = frozenset({404, 405})
 
 
-class _BearerAuth(httpx.Auth):
-    """Adds the API key at send time, so no header dict holding it sits in a local variable."""
-
-    def __init__(self, key: str) -> None:
-        self._value = f"Bearer {key}"
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._value
-        yield request
-
-    def __repr__(self) -> str:
-        return "_BearerAuth('***')"
-
-
-def tls_setting(verify: object, cert: object) -> ssl.SSLContext | bool:
-    """Httpx's ``verify`` from ours: a context when a CA path or a client certificate is given."""
-    if isinstance(verify, ssl.SSLContext):
-        if cert is not None:
-            raise RerankConfigError("pass the client certificate inside your SSLContext, not cert=")
-        return verify
-    if cert is None and isinstance(verify, bool):
-        return verify
-    if isinstance(verify, str):
-        if os.path.isdir(verify):
-            context = ssl.create_default_context(capath=verify)
-        else:
-            context = ssl.create_default_context(cafile=verify)
-    elif verify:
-        import certifi  # httpx's own default CA bundle (a dependency of httpx)
-
-        context = ssl.create_default_context(cafile=certifi.where())
-    else:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if isinstance(cert, str):
-        context.load_cert_chain(cert)
-    elif isinstance(cert, tuple):
-        context.load_cert_chain(*cert)
-    return context
-
-
 @dataclass
 class _Activity:
     """What a call is doing now (for a deadline error's message) and who watches it."""
 
+    pool: Pool
     now: str = "starting"
     scope: CallScope = SILENT
 
@@ -108,55 +68,6 @@ _ACTIVITY: contextvars.ContextVar[_Activity] = contextvars.ContextVar("rerank_ac
 
 class _RequestTimedOut(Exception):
     """One HTTP request took longer than ``timeout`` (converted to RerankTimeoutError)."""
-
-
-class _Connections:
-    """The HTTP client and loop-bound primitives of one engine, made on its I/O loop."""
-
-    def __init__(
-        self,
-        config: RerankConfig,
-        transport: httpx.AsyncBaseTransport | None,
-        http_client: httpx.AsyncClient | None,
-    ) -> None:
-        self._config = config
-        self._transport = transport
-        self._user_http = http_client
-        self._own: httpx.AsyncClient | None = None
-        self._pid = os.getpid()
-        # Per request, not on the pool: a caller's own http_client gets the key as well.
-        self.auth = _BearerAuth(config.api_key) if config.api_key else None
-        self.slots: asyncio.Semaphore | None = None
-        self.info_lock: asyncio.Lock | None = None
-
-    def http(self) -> httpx.AsyncClient:
-        if self._pid != os.getpid():
-            # A forked child: the parent's pool and locks belong to a loop the child does
-            # not run. Drop them (closing would touch the parent's sockets) and start anew.
-            self._own, self.slots, self.info_lock = None, None, None
-            self._pid = os.getpid()
-        if self._own is None and self._user_http is None:
-            config = self._config
-            limit = config.max_connections
-            self._own = httpx.AsyncClient(
-                transport=self._transport,
-                verify=tls_setting(config.verify, config.cert),
-                proxy=config.proxy,
-                trust_env=config.trust_env,
-                timeout=httpx.Timeout(config.timeout, pool=None),
-                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-                headers={"User-Agent": _USER_AGENT},
-            )
-        if self.slots is None:
-            self.slots = asyncio.Semaphore(self._config.max_connections)
-            self.info_lock = asyncio.Lock()
-        return self._user_http or self._own  # type: ignore[return-value]
-
-    async def aclose(self) -> None:
-        own, self._own = self._own, None
-        self.slots = self.info_lock = None
-        if own is not None:
-            await own.aclose()
 
 
 class Engine:
@@ -179,23 +90,73 @@ class Engine:
         self.config = config
         self.info: ServerInfo | None = None
         self.io = IOLoop("rerank-plugins-io")
-        self._connections = _Connections(config, transport, http_client)
+        self._pool = Pool(config, transport, http_client)
+        # A caller's own transport or HTTP client keeps its state on one loop: the I/O loop.
+        self._may_adopt = transport is None and http_client is None
+        self._home: Home | None = None
+        self._home_lock = threading.Lock()
         self._warned: set[str] = set()
         self._can_tokenize = True  # False once the server answered /tokenize with 404/405
         self._instruments = instruments(config.metrics, config.tracing)
-        # Pairs being fetched by some call: identical concurrent misses wait for one request.
-        self._inflight: dict[str, asyncio.Future[float]] = {}
         self._cache_down_until = 0.0
-        # Closes the pool and stops the thread once no facade holds the engine (or at exit).
-        weakref.finalize(self, self.io.stop, self._connections.aclose)
+        # Closes the I/O pool and stops the thread once no facade holds the engine (or at
+        # exit). A home pool is closed by its guard, which the loop finishes on collection.
+        weakref.finalize(self, self.io.stop, self._pool.aclose)
 
     @property
     def base_url(self) -> str:
         return self.config.base_url
 
+    # -- where a call runs ----------------------------------------------------------------
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run an async caller's ``coro``: here when this loop is home, else on the I/O loop."""
+        loop = asyncio.get_running_loop()
+        home = self._home
+        if home is None or not home.usable_from(loop):
+            home = self._adopt(loop)
+        if home is None:
+            if self.io.owns(loop):
+                return await coro  # already on the I/O loop (a call from an on_progress)
+            return await self.io.run(coro)
+        await home.watch()
+        return await coro
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> Home | None:
+        """Make ``loop`` home unless another live loop is; None: use the I/O loop."""
+        if not self._may_adopt or self.io.owns(loop):
+            return None
+        with self._home_lock:
+            home = self._home
+            if home is not None and (home.usable_from(loop) or home.alive()):
+                return home if home.usable_from(loop) else None
+            self._home = Home(loop, self.config)
+            return self._home
+
+    def _pool_here(self) -> Pool:
+        """The pool of the running loop: home's, or the I/O loop's."""
+        home = self._home
+        if home is not None and home.usable_from(asyncio.get_running_loop()):
+            return home.pool
+        return self._pool
+
+    async def aclose(self) -> None:
+        """Close every pool (home's here, when this loop is home) and stop the I/O thread."""
+        home = self._home
+        if home is not None and home.usable_from(asyncio.get_running_loop()):
+            with self._home_lock:
+                if self._home is home:
+                    self._home = None
+            await home.aclose()
+        await asyncio.to_thread(self.close)
+
     def close(self) -> None:
-        """Close the pool and stop the I/O thread; the next call starts them again."""
-        self.io.stop(self._connections.aclose)
+        """Close every pool and stop the I/O thread; the next call starts them again."""
+        with self._home_lock:
+            home, self._home = self._home, None
+        if home is not None and home.alive():
+            _close_home(home)
+        self.io.stop(self._pool.aclose)
 
     def _warn_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._warned:
@@ -271,7 +232,8 @@ class Engine:
     async def _exchange(
         self, method: str, url: str, content: bytes | None, headers: dict[str, str], auth: bool
     ) -> httpx.Response:
-        connections = self._connections
+        activity = _ACTIVITY.get(None)
+        connections = activity.pool if activity is not None else self._pool_here()
         http = connections.http()
         assert connections.slots is not None
         # Waiting for a free connection is not part of a request's own timeout; the call's
@@ -300,8 +262,9 @@ class Engine:
         """``/version``, ``/v1/models`` and the prompt probe, once (concurrent first use waits)."""
         if self.info is not None:
             return self.info
-        self._connections.http()
-        lock = self._connections.info_lock
+        pool = _ACTIVITY.get().pool
+        pool.http()
+        lock = pool.info_lock
         assert lock is not None
         async with lock:
             if self.info is None:
@@ -483,7 +446,7 @@ class Engine:
 
     async def _bounded(self, work: Callable[[float | None], Any], scope: CallScope = SILENT) -> Any:
         deadline = self.config.deadline
-        activity = _Activity(scope=scope)
+        activity = _Activity(self._pool_here(), scope=scope)
         token = _ACTIVITY.set(activity)
         try:
             if deadline is None:
@@ -683,17 +646,18 @@ class Engine:
     ) -> tuple[list[float], Usage, str]:
         """Scores of the missed pairs; a pair another call is fetching is waited for."""
         loop = asyncio.get_running_loop()
+        inflight = _ACTIVITY.get().pool.inflight
         owned: list[int] = []
         waiting: list[tuple[int, asyncio.Future[float]]] = []
         futures: dict[str, asyncio.Future[float]] = {}
         for i in misses:
-            future = self._inflight.get(keys[i])
+            future = inflight.get(keys[i])
             if future is not None:
                 waiting.append((i, future))
             else:
                 future = loop.create_future()
                 future.add_done_callback(_retrieve)
-                self._inflight[keys[i]] = futures[keys[i]] = future
+                inflight[keys[i]] = futures[keys[i]] = future
                 owned.append(i)
         usage, served = Usage(), model
         scores: dict[int, float] = {}
@@ -730,8 +694,8 @@ class Engine:
             raise
         finally:
             for key, future in futures.items():
-                if self._inflight.get(key) is future:
-                    del self._inflight[key]
+                if inflight.get(key) is future:
+                    del inflight[key]
         refetch = []
         for i, future in waiting:
             try:
@@ -854,6 +818,31 @@ class Engine:
         payload = {"model": model, "tokens": tokens[:budget]}
         body = await self.send("POST", "/detokenize", payload, None, deadline_at)
         return _core.detokenized(self.base_url + "/detokenize", body)
+
+
+def _close_home(home: Home) -> None:
+    """Close a home pool from outside its loop, as far as that loop allows."""
+    loop = home.loop
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:  # a sync close() in async code on the home loop: close soon
+        _CLOSING.add(task := loop.create_task(home.aclose()))
+        task.add_done_callback(_CLOSING.discard)
+    elif loop.is_running():  # home runs in another thread
+        future = asyncio.run_coroutine_threadsafe(home.aclose(), loop)
+        try:
+            future.result(timeout=5)
+        except Exception:  # a stuck loop keeps its sockets: nothing a close() could do
+            future.cancel()
+    elif running is None:  # an idle loop (run_until_complete between calls)
+        loop.run_until_complete(home.aclose())
+    # Else another loop runs in this thread: the idle home's loop closes its pool at its end.
+
+
+# Tasks closing a home pool, kept referenced until they finish.
+_CLOSING: set[asyncio.Task[None]] = set()
 
 
 def _retrieve(future: asyncio.Future[float]) -> None:

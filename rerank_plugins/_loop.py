@@ -44,6 +44,10 @@ class IOLoop:
                 self._loop, self._thread, self._pid = loop, thread, os.getpid()
             return self._loop
 
+    def owns(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``loop`` is this private loop."""
+        return loop is self._loop
+
     def in_loop_thread(self) -> bool:
         """Whether the caller runs on this loop's thread (where blocking on it would hang)."""
         return self._thread is not None and threading.current_thread() is self._thread

@@ -7,7 +7,6 @@ Arguments are checked in the caller's thread, so input errors raise before anyth
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
@@ -166,9 +165,11 @@ class AsyncRerankClient(_ClientBase):
             on this client's own I/O loop only.
         **options: Further settings, see :class:`RerankConfig`.
 
-    Requests run on a private event loop in a daemon thread (one per client), so one client
-    serves every event loop and thread of an application with one connection pool.
-    ``on_progress`` callbacks are called on that thread.
+    A call runs on the caller's event loop when that loop is the client's home: the first loop
+    to call, until it ends (``asyncio.run`` returns) or :meth:`aclose`. Calls from any other
+    loop run on a private event loop in a daemon thread, as do the sync twin's. Each of those
+    two holds one connection pool of at most ``max_connections``; nothing leaks when a
+    caller's loop ends. ``on_progress`` is called on the loop that runs the call.
 
     """
 
@@ -196,8 +197,8 @@ class AsyncRerankClient(_ClientBase):
         return twin
 
     async def aclose(self) -> None:
-        """Close the connection pool and stop the I/O thread (a later call starts them again)."""
-        await asyncio.to_thread(self._engine.close)
+        """Close the connection pools and stop the I/O thread (a later call starts them again)."""
+        await self._engine.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -212,16 +213,14 @@ class AsyncRerankClient(_ClientBase):
 
     async def server_info(self) -> ServerInfo:
         """What the server is and how it formats prompts; learnt once per client."""
-        return await self._engine.io.run(self._engine.learn())
+        return await self._engine.run(self._engine.learn())
 
     async def render(
         self, query: str, documents: Sequence[DocumentInput], *, instruction: str | None = None
     ) -> PreparedCall:
         """The exact query and document texts this client would send (after truncation)."""
         call = _Call(_core.ScoreEndpoint(), query, documents, instruction, None)
-        return await self._engine.io.run(
-            self._engine.render(call.query, call.docs, call.instruction)
-        )
+        return await self._engine.run(self._engine.render(call.query, call.docs, call.instruction))
 
     async def rerank(
         self,
@@ -254,7 +253,7 @@ class AsyncRerankClient(_ClientBase):
         if not call.docs:
             return call.endpoint.empty(self.config.model or "", call.request_id)
         engine = self._engine
-        return await engine.io.run(
+        return await engine.run(
             engine.call(
                 call.endpoint, call.query, call.docs, call.instruction, on_progress, call.request_id
             )

@@ -46,7 +46,8 @@ class RerankConfig:
     depend on the whole list). ``timeout`` bounds one HTTP request from send to the last
     byte; ``deadline`` bounds everything one call does (server reads, tokenizing, every
     batch, retries and waits). ``max_concurrency`` is the requests one call keeps in flight;
-    ``max_connections`` bounds the connections of the whole client, across callers.
+    ``max_connections`` bounds the connections of a client's pool, across callers (a client
+    has one on its home loop and one on its I/O thread; see ``AsyncRerankClient``).
     ``verify`` is True, False, a CA bundle path or an ``ssl.SSLContext``; ``cert`` a client
     certificate (a PEM path holding the key, or a ``(cert, key)`` pair of paths).
     ``score_route`` None is ``/v1/score`` with an API key (vLLM guards it), else ``/score``.

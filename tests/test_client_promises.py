@@ -252,7 +252,7 @@ def test_sixteen_threads_first_use_makes_one_pool_and_learns_once():
         t.join()
     assert errors == []
     assert [r.url.path for r in seen].count("/version") == 1
-    pool = client._engine._connections._own
+    pool = client._engine._pool._own
     client.close()
     assert pool is not None and pool.is_closed
 

@@ -427,11 +427,11 @@ def test_one_async_client_serves_two_event_loops_with_one_pool():
     handler, _seen = fake_server()
     client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
     first = asyncio.run(client.rerank("q", ["a", "bb"]))
-    http_first = client._engine._connections._own
+    http_first = client._engine._pool._own
     second = asyncio.run(client.rerank("q", ["a", "bb"]))
     assert first.indices == second.indices == [1, 0]
     # The pool lives on the client's own loop, so a caller's closed loop leaves it usable.
-    assert client._engine._connections._own is http_first and not http_first.is_closed
+    assert client._engine._pool._own is http_first and not http_first.is_closed
     client.to_sync().close()
     assert http_first.is_closed
 
@@ -440,11 +440,11 @@ async def test_context_managers_close_their_clients():
     handler, _ = fake_server()
     async with AsyncRerankClient(BASE, transport=httpx.MockTransport(handler)) as client:
         await client.rerank("q", ["a"])
-        http = client._engine._connections._own
+        http = client._engine._pool._own
     assert http.is_closed
     with RerankClient(BASE, transport=httpx.MockTransport(handler)) as sync:
         sync.rerank("q", ["a"])
-        http = sync._engine._connections._own
+        http = sync._engine._pool._own
     assert http.is_closed
 
 
