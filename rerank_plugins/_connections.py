@@ -135,7 +135,7 @@ class Home:
         self.pid = os.getpid()
         self.ended = False
         self._guard = _close_at_loop_end(self)
-        self._watching = False
+        self.watching = False
 
     def usable_from(self, loop: asyncio.AbstractEventLoop) -> bool:
         return loop is self.loop and not self.ended and self.pid == os.getpid()
@@ -146,8 +146,8 @@ class Home:
 
     async def watch(self) -> None:
         """Start the guard on the loop, so the loop's shutdown closes the pool (once)."""
-        if not self._watching:
-            self._watching = True
+        if not self.watching:
+            self.watching = True
             await anext(self._guard)
 
     async def aclose(self) -> None:

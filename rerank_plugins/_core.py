@@ -10,13 +10,13 @@ import hashlib
 import json
 import math
 import operator
+import os
 import random
 import re
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any, Protocol, TypeVar
 
 from . import _json, prompts
@@ -61,7 +61,7 @@ class Batch:
 
 def new_request_id() -> str:
     """A fresh id for ``X-Request-Id``; vLLM makes it the engine's request id."""
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as unique as uuid4().hex, a fifth of the cost
 
 
 def _check_text(where: str, text: str) -> None:
@@ -92,8 +92,9 @@ def check_input(
         _check_text("instruction", instruction)
     # A mapping would be ranked by its keys and a set in no stable order: neither has the
     # positions a ranking refers to.
-    if isinstance(documents, str | bytes | bytearray | Mapping | Set) or not isinstance(
-        documents, Iterable
+    if type(documents) is not list and (
+        isinstance(documents, str | bytes | bytearray | Mapping | Set)
+        or not isinstance(documents, Iterable)
     ):
         raise RerankInputError(
             f"documents must be a sequence of str, got {type(documents).__name__}"
@@ -361,7 +362,7 @@ def merge_rankings(parts: Iterable[list[RerankItem]], top_n: int | None) -> tupl
 
     Two stable sorts on C-level keys (index, then score descending) give that order.
     """
-    by_index = sorted((item for part in parts for item in part), key=_INDEX)
+    by_index = sorted(chain.from_iterable(parts), key=_INDEX)
     merged = sorted(by_index, key=_SCORE, reverse=True)
     return tuple(merged[:top_n] if top_n else merged)
 

@@ -15,8 +15,9 @@ import contextvars
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
@@ -35,7 +36,7 @@ from .errors import (
     RerankStatusError,
     RerankTimeoutError,
 )
-from .multimodal import check_images_allowed, has_images
+from .multimodal import check_images_allowed
 from .telemetry import SILENT, CallScope, instruments
 from .types import DocumentInput, PreparedCall, ServerInfo, Usage
 
@@ -66,8 +67,46 @@ class _Activity:
 _ACTIVITY: contextvars.ContextVar[_Activity] = contextvars.ContextVar("rerank_activity")
 
 
-class _RequestTimedOut(Exception):
-    """One HTTP request took longer than ``timeout`` (converted to RerankTimeoutError)."""
+class _Bounds:
+    """``async with _Bounds(engine) as deadline_at``: one call's deadline and activity.
+
+    A class rather than an ``async def`` wrapper: it adds no frame that every resumption of
+    the call's innermost await would pass through.
+    """
+
+    def __init__(self, engine: Engine, scope: CallScope = SILENT) -> None:
+        self._engine = engine
+        self._activity = _Activity(engine._pool_here(), scope=scope)
+        self._timer: asyncio.Timeout | None = None
+
+    async def __aenter__(self) -> float | None:
+        self._token = _ACTIVITY.set(self._activity)
+        deadline = self._engine.config.deadline
+        if deadline is None:
+            return None
+        self._timer = asyncio.timeout(deadline)
+        await self._timer.__aenter__()
+        return asyncio.get_running_loop().time() + deadline
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._timer is not None:
+                # On expiry it turns the call's cancellation into TimeoutError.
+                await self._timer.__aexit__(exc_type, exc, tb)
+        except TimeoutError:
+            if self._timer is None or not self._timer.expired():
+                raise
+            raise RerankTimeoutError(
+                f"deadline of {self._engine.config.deadline:g}s passed during {self._activity.now}",
+                url=self._engine.base_url,
+            ) from None
+        finally:
+            _ACTIVITY.reset(self._token)
 
 
 class Engine:
@@ -109,9 +148,21 @@ class Engine:
 
     # -- where a call runs ----------------------------------------------------------------
 
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run an async caller's ``coro``: here when this loop is home, else on the I/O loop."""
+    def run(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        """What an async caller awaits to run ``coro``.
+
+        On the home loop that is ``coro`` itself, so no frame sits between caller and call;
+        else a coroutine that adopts this loop as home or hops to the I/O loop.
+        """
         loop = asyncio.get_running_loop()
+        home = self._home
+        if home is not None and home.watching and home.usable_from(loop):
+            return coro
+        return self._run_elsewhere(coro, loop)
+
+    async def _run_elsewhere(
+        self, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop
+    ) -> T:
         home = self._home
         if home is None or not home.usable_from(loop):
             home = self._adopt(loop)
@@ -185,6 +236,13 @@ class Engine:
         if routing_key is not None and self.config.routing_header:
             headers[self.config.routing_header] = routing_key
         activity = _ACTIVITY.get(None)
+        pool = activity.pool if activity is not None else self._pool_here()
+        scope = activity.scope if activity is not None else SILENT
+        http = pool.http()
+        slots = pool.slots
+        assert slots is not None
+        key = pool.auth if auth else None
+        timeout = self.config.timeout
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -192,17 +250,27 @@ class Engine:
                 activity.now = f"{method} {url}"
             retry_after = None
             error: RerankError
-            scope = activity.scope if activity is not None else SILENT
             reason = "timeout"
+            timer: asyncio.Timeout | None = None
             try:
-                response = await self._exchange(method, url, content, headers, auth)
-            except _RequestTimedOut:
+                # Waiting for a free connection is not part of a request's own timeout; the
+                # call's deadline bounds it.
+                async with slots:
+                    timer = asyncio.timeout(timeout)
+                    async with timer:
+                        response = await http.request(
+                            method, url, content=content, headers=headers, auth=key
+                        )
+            except TimeoutError:
+                if timer is None or not timer.expired():
+                    raise  # the call's deadline, not this request's timeout
                 scope.request("timeout")
                 error = RerankTimeoutError(
-                    f"{method} {url} got no complete answer within timeout="
-                    f"{self.config.timeout:g}s",
+                    f"{method} {url} got no complete answer within timeout={timeout:g}s",
                     url=url,
                 )
+            except httpx.InvalidURL as exc:
+                raise RerankConfigError(f"base_url is not a usable URL: {exc}") from None
             except httpx.TransportError as exc:
                 scope.request("transport_error")
                 reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
@@ -228,33 +296,6 @@ class Engine:
             scope.retry(reason)
             logger.debug("retry %d of %s %s in %.2fs: %s", attempt, method, url, delay, error)
             await asyncio.sleep(delay)
-
-    async def _exchange(
-        self, method: str, url: str, content: bytes | None, headers: dict[str, str], auth: bool
-    ) -> httpx.Response:
-        activity = _ACTIVITY.get(None)
-        connections = activity.pool if activity is not None else self._pool_here()
-        http = connections.http()
-        assert connections.slots is not None
-        # Waiting for a free connection is not part of a request's own timeout; the call's
-        # deadline bounds it.
-        async with connections.slots:
-            timer = asyncio.timeout(self.config.timeout)
-            try:
-                async with timer:
-                    return await http.request(
-                        method,
-                        url,
-                        content=content,
-                        headers=headers,
-                        auth=connections.auth if auth else None,
-                    )
-            except TimeoutError:
-                if timer.expired():
-                    raise _RequestTimedOut from None
-                raise
-            except httpx.InvalidURL as exc:
-                raise RerankConfigError(f"base_url is not a usable URL: {exc}") from None
 
     # -- what the server is, once per engine -------------------------------------------
 
@@ -404,6 +445,7 @@ class Engine:
         endpoint: _core.Endpoint[R],
         query: str,
         docs: list[DocumentInput],
+        images: bool,
         instruction: str | None,
         on_progress: ProgressCallback | None,
         request_id: str,
@@ -414,12 +456,10 @@ class Engine:
         model = self.config.model or (self.info.model if self.info else "") or "unknown"
         scope = self._instruments.start_call(endpoint.path, model, len(docs))
         try:
-            result: R = await self._bounded(
-                lambda deadline_at: self._call(
-                    endpoint, query, docs, instruction, on_progress, request_id, deadline_at
-                ),
-                scope,
-            )
+            async with _Bounds(self, scope) as deadline_at:
+                result = await self._call(
+                    endpoint, query, docs, images, instruction, on_progress, request_id, deadline_at
+                )
         except BaseException as exc:
             scope.finish(exc)
             raise
@@ -430,54 +470,30 @@ class Engine:
         self, query: str, docs: list[DocumentInput], instruction: str | None
     ) -> PreparedCall:
         """The texts a call would send, after detection and truncation."""
-
-        async def run(deadline_at: float | None) -> PreparedCall:
+        async with _Bounds(self) as deadline_at:
             info = await self.server_info(deadline_at)
             limiter = asyncio.Semaphore(self.config.max_concurrency)
             return await self._prepare(info, query, docs, instruction, limiter, deadline_at)
 
-        prepared: PreparedCall = await self._bounded(run)
-        return prepared
-
     async def learn(self) -> ServerInfo:
         """The server info, under the deadline."""
-        info: ServerInfo = await self._bounded(self.server_info)
-        return info
-
-    async def _bounded(self, work: Callable[[float | None], Any], scope: CallScope = SILENT) -> Any:
-        deadline = self.config.deadline
-        activity = _Activity(self._pool_here(), scope=scope)
-        token = _ACTIVITY.set(activity)
-        try:
-            if deadline is None:
-                return await work(None)
-            timer = asyncio.timeout(deadline)
-            try:
-                async with timer:
-                    return await work(asyncio.get_running_loop().time() + deadline)
-            except TimeoutError:
-                if not timer.expired():
-                    raise
-                raise RerankTimeoutError(
-                    f"deadline of {deadline:g}s passed during {activity.now}",
-                    url=self.base_url,
-                ) from None
-        finally:
-            _ACTIVITY.reset(token)
+        async with _Bounds(self) as deadline_at:
+            return await self.server_info(deadline_at)
 
     async def _call(
         self,
         endpoint: _core.Endpoint[R],
         query: str,
         docs: list[DocumentInput],
+        images: bool,
         instruction: str | None,
         on_progress: ProgressCallback | None,
         request_id: str,
         deadline_at: float | None,
     ) -> R:
-        info = await self.server_info(deadline_at)
+        info = self.info or await self.server_info(deadline_at)
         model = self.config.model or info.model
-        if has_images(docs):
+        if images:
             # A model of no known family is taken as text-only: images need a family that says
             # how the server renders them.
             check_images_allowed(
@@ -545,6 +561,20 @@ class Engine:
         # One query's batches share a key, so a consistent-hash router keeps them on the
         # replica whose prefix cache holds the query.
         routing_key = _core.routing_key(call.query) if self.config.routing_header else None
+        if len(batches) == 1:  # the common case, without a task or a limiter
+            with scope.batch(len(batches[0].texts)):
+                body = await self.send(
+                    "POST",
+                    endpoint.path,
+                    endpoint.payload(model, call, batches[0]),
+                    f"{request_id}-0",
+                    deadline_at,
+                    routing_key=routing_key,
+                )
+            part = endpoint.parse(url, body, batches[0], originals)
+            if on_progress is not None:
+                on_progress(1, 1)
+            return [part]
         done = 0
 
         async def run(number: int, batch: _core.Batch) -> Any:

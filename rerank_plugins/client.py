@@ -7,7 +7,7 @@ Arguments are checked in the caller's thread, so input errors raise before anyth
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
 
@@ -69,6 +69,7 @@ class _Call:
     ) -> None:
         self.endpoint = endpoint
         self.docs = _core.check_input(query, documents, instruction)
+        self.images = has_images(self.docs)
         self.query: str = query  # type: ignore[assignment]  # checked just above
         self.instruction: str | None = instruction  # type: ignore[assignment]
         if request_id is not None and (
@@ -80,7 +81,7 @@ class _Call:
 
 def _checked(config: RerankConfig, call: _Call) -> _Call:
     """Images for a model whose family is text-only fail here, before any request."""
-    if config.model and has_images(call.docs):
+    if config.model and call.images:
         check_images_allowed(call.query, call.docs, model_name=config.model, unknown_ok=False)
     return call
 
@@ -249,15 +250,26 @@ class AsyncRerankClient(_ClientBase):
         call = self._score_call(self.config, query, documents, instruction, request_id)
         return await self._run(call, on_progress)  # type: ignore[no-any-return]
 
-    async def _run(self, call: _Call, on_progress: ProgressCallback | None) -> Any:
+    def _run(self, call: _Call, on_progress: ProgressCallback | None) -> Awaitable[Any]:
+        # Not a coroutine itself: the caller awaits the engine's call directly.
         if not call.docs:
-            return call.endpoint.empty(self.config.model or "", call.request_id)
+            return _ready(call.endpoint.empty(self.config.model or "", call.request_id))
         engine = self._engine
-        return await engine.run(
+        return engine.run(
             engine.call(
-                call.endpoint, call.query, call.docs, call.instruction, on_progress, call.request_id
+                call.endpoint,
+                call.query,
+                call.docs,
+                call.images,
+                call.instruction,
+                on_progress,
+                call.request_id,
             )
         )
+
+
+async def _ready(value: R) -> R:
+    return value
 
 
 class RerankClient(_ClientBase):
@@ -350,6 +362,12 @@ class RerankClient(_ClientBase):
         engine = self._engine
         return engine.io.call(
             engine.call(
-                call.endpoint, call.query, call.docs, call.instruction, on_progress, call.request_id
+                call.endpoint,
+                call.query,
+                call.docs,
+                call.images,
+                call.instruction,
+                on_progress,
+                call.request_id,
             )
         )
