@@ -238,10 +238,9 @@ class Engine:
         activity = _ACTIVITY.get(None)
         pool = activity.pool if activity is not None else self._pool_here()
         scope = activity.scope if activity is not None else SILENT
-        http = pool.http()
+        pool.http()
         slots = pool.slots
         assert slots is not None
-        key = pool.auth if auth else None
         timeout = self.config.timeout
         loop = asyncio.get_running_loop()
         attempt = 0
@@ -258,9 +257,7 @@ class Engine:
                 async with slots:
                     timer = asyncio.timeout(timeout)
                     async with timer:
-                        response = await http.request(
-                            method, url, content=content, headers=headers, auth=key
-                        )
+                        response = await pool.request(method, url, content, headers, auth)
             except TimeoutError:
                 if timer is None or not timer.expired():
                     raise  # the call's deadline, not this request's timeout

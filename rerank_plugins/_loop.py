@@ -14,10 +14,10 @@ import concurrent.futures
 import contextvars
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["IOLoop"]
+__all__ = ["IOLoop", "on_loop_end"]
 
 T = TypeVar("T")
 
@@ -153,3 +153,17 @@ def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
+
+
+async def on_loop_end(close: Callable[[], Awaitable[object]]) -> AsyncGenerator[None, None]:
+    """Started on a loop (``await anext(guard)``), runs ``close`` when that loop ends.
+
+    Asyncio tracks the async generators first iterated on a loop, and its
+    ``shutdown_asyncgens()`` (called by ``asyncio.run`` and the runners built on it) closes
+    them while the loop still runs, before it is closed: the one moment a connection pool of
+    a caller's loop can be closed cleanly. Keep a reference to the generator while it guards.
+    """
+    try:
+        yield
+    finally:
+        await close()

@@ -29,6 +29,8 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ._loop import on_loop_end
+
 __all__ = ["InMemoryCache", "RedisCache", "ScoreCache", "pair_key", "pair_prefix"]
 
 KEY_VERSION = 1
@@ -159,27 +161,30 @@ class RedisCache:
         where = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
         return f"RedisCache({where!r}, namespace={self.namespace!r}, ttl={self.ttl})"
 
-    def _client(self) -> Any:
+    async def _client(self) -> Any:
         import redis.asyncio  # type: ignore[import-not-found,unused-ignore]
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        entry = self._clients.get(loop)
+        if entry is None:
             client = redis.asyncio.Redis.from_url(
                 self._url,
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 **self._options,
             )
-            self._clients[loop] = client
-        return client
+            # Closed when the loop ends (each asyncio.run), so no connection outlives it.
+            guard = on_loop_end(self._close)
+            entry = self._clients[loop] = (client, guard)
+            await anext(guard)
+        return entry[0]
 
     def _key(self, key: str) -> str:
         return f"{self.namespace}:{key}"
 
     async def get_many(self, keys: Sequence[str]) -> list[float | None]:
         """One MGET for all keys; an unreadable value is a miss."""
-        values = await self._client().mget([self._key(k) for k in keys])
+        values = await (await self._client()).mget([self._key(k) for k in keys])
         found: list[float | None] = []
         for value in values:
             try:
@@ -190,13 +195,18 @@ class RedisCache:
 
     async def set_many(self, scores: Mapping[str, float]) -> None:
         """One pipelined SET ... EX ttl per score."""
-        pipe = self._client().pipeline(transaction=False)
+        pipe = (await self._client()).pipeline(transaction=False)
         for key, score in scores.items():
             pipe.set(self._key(key), repr(score), ex=self.ttl)
         await pipe.execute()
 
     async def aclose(self) -> None:
         """Close the connection pool of the running loop."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        entry = self._clients.get(asyncio.get_running_loop())
+        if entry is not None:
+            await entry[1].aclose()  # its guard closes the client
+
+    async def _close(self) -> None:
+        entry = self._clients.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[0].aclose()

@@ -7,7 +7,7 @@ Arguments are checked in the caller's thread, so input errors raise before anyth
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
 
@@ -130,6 +130,18 @@ class _ClientBase:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._engine = Engine(state["config"])
         self._engine.info = state["info"]  # frozen: safe to share
+
+    def _call(self, call: _Call, on_progress: ProgressCallback | None) -> Coroutine[Any, Any, Any]:
+        """The engine's coroutine for one checked call (run by either facade)."""
+        return self._engine.call(
+            call.endpoint,
+            call.query,
+            call.docs,
+            call.images,
+            call.instruction,
+            on_progress,
+            call.request_id,
+        )
 
     @staticmethod
     def _rerank_call(
@@ -254,18 +266,7 @@ class AsyncRerankClient(_ClientBase):
         # Not a coroutine itself: the caller awaits the engine's call directly.
         if not call.docs:
             return _ready(call.endpoint.empty(self.config.model or "", call.request_id))
-        engine = self._engine
-        return engine.run(
-            engine.call(
-                call.endpoint,
-                call.query,
-                call.docs,
-                call.images,
-                call.instruction,
-                on_progress,
-                call.request_id,
-            )
-        )
+        return self._engine.run(self._call(call, on_progress))
 
 
 async def _ready(value: R) -> R:
@@ -359,15 +360,4 @@ class RerankClient(_ClientBase):
     def _run(self, call: _Call, on_progress: ProgressCallback | None) -> Any:
         if not call.docs:
             return call.endpoint.empty(self.config.model or "", call.request_id)
-        engine = self._engine
-        return engine.io.call(
-            engine.call(
-                call.endpoint,
-                call.query,
-                call.docs,
-                call.images,
-                call.instruction,
-                on_progress,
-                call.request_id,
-            )
-        )
+        return self._engine.io.call(self._call(call, on_progress))

@@ -11,6 +11,7 @@ sends (the batch requests carry an ``X-Request-Id``; the one-off prompt probe do
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -433,6 +435,28 @@ async def test_concurrent_identical_misses_are_sent_once(
     for result in results:
         assert result.indices == expected.indices
         assert result.scores == pytest.approx(expected.scores, abs=1e-5)
+
+
+def test_redis_cache_closes_its_connections_when_each_loop_ends(
+    minilm_server: Any, redis_server: RedisServer, namespace: str, redis_db: redis.Redis
+) -> None:
+    """An async client runs on each asyncio.run's loop: the cache's pool of that loop too."""
+    cache = RedisCache(redis_server.url, namespace=namespace)
+    client = AsyncRerankClient(minilm_server.base_url, cache=cache)
+    gc.collect()  # what earlier tests left behind is not this test's
+    before = redis_db.info("clients")["connected_clients"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(12):
+            result = asyncio.run(client.rerank(QUERY, DOCS, top_n=3))
+            assert len(result) == 3
+            assert not cache._clients, "a loop's Redis pool outlived its loop"
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaks, leaks
+    # Redis itself counts no connection left over from the twelve loops.
+    assert redis_db.info("clients")["connected_clients"] <= before
+    assert len(keys_in(redis_db, namespace)) == len(DOCS)
 
 
 # --- InMemoryCache -----------------------------------------------------------------------------
