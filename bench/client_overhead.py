@@ -5,8 +5,8 @@ every rerank with a canned valid reply (documents echoed, like vLLM) in a single
 what is measured is the client. Variants are run interleaved, round after round, and each
 ratio is taken within one round; figures are per 1,000 documents.
 
-Wall time is per call. CPU is the process's CPU (``time.process_time``): our client works on
-a private I/O thread, so thread time would miss it. The instant server's thread CPU (its
+Wall time is per call. CPU is the process's CPU (``time.process_time``): a client may work on
+its private I/O thread, so thread time could miss it. The instant server's thread CPU (its
 event loop included, read through ``time.pthread_getcpuclockid``) is subtracted, leaving the
 client's share.
 """
@@ -235,8 +235,9 @@ def measure(quick: bool, log: Any = print) -> dict[str, Any]:
 def profile(callers: Variants, server: InstantServer, rng: random.Random, quick: bool) -> Any:
     """yappi (CPU clock, every thread but the instant server's): where our client's CPU goes.
 
-    cProfile sees only the thread that enables it, and our client works on its own I/O thread,
-    so yappi it is; without it (not a dependency of the project) the profile is skipped.
+    cProfile sees only the thread that enables it, and a client may work on its own I/O
+    thread, so yappi it is; without it (not a dependency of the project) the profile is
+    skipped.
     """
     try:
         import yappi

@@ -1,10 +1,10 @@
-"""A client's private event loop, in a daemon thread of its own.
+"""A client's private event loop, in a daemon thread of its own; and a loop-end guard.
 
-Every request of a client runs on this one loop, whoever calls: the async client from any
-event loop (each ``asyncio.run``, each notebook kernel), the sync twin from any thread. So a
-client has exactly one connection pool, bound to a loop that outlives its callers' loops;
-nothing leaks when a caller's loop closes, concurrent first use cannot create two pools, and
-the sync twin enforces deadlines with the same asyncio code as the async client.
+The sync twin runs every request on this loop, from any thread; so does the async client for
+calls made on loops other than its home loop (see :mod:`._connections`). Its pool is bound to
+a loop that outlives the callers' loops: nothing leaks when a caller's loop closes,
+concurrent first use cannot create two pools, and the sync twin enforces deadlines with the
+same asyncio code as the async client.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import os
 import shutil
@@ -27,12 +26,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import IO
 
 import httpx
@@ -43,6 +41,12 @@ from rerank_plugins.serve import (
     ServeError,
     VLLMServer,
     stop_servers,
+)
+from rerank_plugins.serve_process import (
+    ready_unless_stopped,
+    signal_group,
+    spawn_logged,
+    stop_on_signals,
 )
 
 __all__ = [
@@ -66,7 +70,6 @@ POLICIES: tuple[str, ...] = (
     "sticky_least_loaded",
 )
 ROUTER_STOP_GRACE = 5.0
-_PR_SET_PDEATHSIG = 1
 
 
 class ClusterError(ServeError):
@@ -77,22 +80,6 @@ def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn giving the child SIGKILL when the thread that spawned it dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-def _killpg(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def find_router(explicit: str | None = None) -> str:
@@ -212,17 +199,8 @@ class RouterProcess:
             self._tmp_log = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._log = open(path, "ab")  # noqa: SIM115  (lives as long as the router)
-        self._log.write(f"$ {' '.join(cmd)}\n".encode())
-        self._log.flush()
         try:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),
-            )
+            self._proc = spawn_logged(cmd, self._log)
         except OSError as exc:
             raise ClusterError(f"cannot start vllm-router {cmd[0]!r}: {exc}") from exc
         return self
@@ -257,7 +235,7 @@ class RouterProcess:
     def terminate(self) -> None:
         """Send SIGTERM to the router's process group without waiting."""
         if self._proc is not None and self._proc.poll() is None:
-            _killpg(self._proc.pid, signal.SIGTERM)
+            signal_group(self._proc.pid, signal.SIGTERM)
 
     def stop(self, grace: float = ROUTER_STOP_GRACE) -> int | None:
         """Stop the router's process group (SIGTERM, SIGKILL after ``grace`` s); idempotent."""
@@ -265,13 +243,13 @@ class RouterProcess:
         if proc is None:
             return None
         if proc.poll() is None:
-            _killpg(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                _killpg(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
-        _killpg(proc.pid, signal.SIGKILL)  # anything left in its group
+        signal_group(proc.pid, signal.SIGKILL)  # anything left in its group
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -452,57 +430,34 @@ def _processes(target: ServerCluster | VLLMServer) -> list[tuple[str, int | None
 
 
 def _run(target: ServerCluster | VLLMServer, serve: ServeConfig) -> int:
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, on_signal) for s in sigs}
-    try:
-        target.start()  # from the main thread: the children's PDEATHSIG is tied to it
-        for name, pid, _ in _processes(target):
-            print(f"rerank-cluster: started {name} (pid {pid})")
-        sys.stdout.flush()
-        failure: list[BaseException] = []
-
-        def wait() -> None:
-            try:
-                target.wait_ready()
-            except BaseException as exc:
-                failure.append(exc)
-                stop.set()
-
-        waiter = threading.Thread(target=wait, name="rerank-cluster-wait", daemon=True)
-        waiter.start()
-        while waiter.is_alive() and not stop.is_set():
-            waiter.join(0.2)
-        if failure:
-            raise failure[0]
-        if not stop.is_set():
-            print(f"RERANK_BASE_URL={target.base_url}")
-            print(f"RERANK_MODEL={serve.model_name}")
-            print("rerank-cluster: ready; Ctrl-C stops everything")
+    with stop_on_signals(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as stop:
+        try:
+            target.start()  # from the main thread: the children's PDEATHSIG is tied to it
+            for name, pid, _ in _processes(target):
+                print(f"rerank-cluster: started {name} (pid {pid})")
             sys.stdout.flush()
-        reported: set[str] = set()
-        while not stop.is_set():
-            procs = _processes(target)
-            for name, pid, alive in procs:
-                if not alive and name not in reported:
-                    reported.add(name)
-                    print(f"rerank-cluster: {name} (pid {pid}) exited", file=sys.stderr)
-            # The router fails over while one replica lives; without it nothing is served.
-            vllm_alive = any(alive for name, _, alive in procs if name != "vllm-router")
-            router_dead = any(not alive for name, _, alive in procs if name == "vllm-router")
-            if router_dead or not vllm_alive:
-                print("rerank-cluster: nothing left to serve; stopping", file=sys.stderr)
-                return 1
-            stop.wait(0.5)
-        return 0
-    finally:
-        target.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if ready_unless_stopped(target.wait_ready, stop):
+                print(f"RERANK_BASE_URL={target.base_url}")
+                print(f"RERANK_MODEL={serve.model_name}")
+                print("rerank-cluster: ready; Ctrl-C stops everything")
+                sys.stdout.flush()
+            reported: set[str] = set()
+            while not stop.is_set():
+                procs = _processes(target)
+                for name, pid, alive in procs:
+                    if not alive and name not in reported:
+                        reported.add(name)
+                        print(f"rerank-cluster: {name} (pid {pid}) exited", file=sys.stderr)
+                # The router fails over while one replica lives; without it nothing is served.
+                vllm_alive = any(alive for name, _, alive in procs if name != "vllm-router")
+                router_dead = any(not alive for name, _, alive in procs if name == "vllm-router")
+                if router_dead or not vllm_alive:
+                    print("rerank-cluster: nothing left to serve; stopping", file=sys.stderr)
+                    return 1
+                stop.wait(0.5)
+            return 0
+        finally:
+            target.stop()
 
 
 if __name__ == "__main__":

@@ -38,10 +38,8 @@ import shlex
 import signal
 import ssl
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from rerank_plugins.families import FAMILIES, Family, families_table, family_of
 from rerank_plugins.serve_command import (
@@ -70,6 +68,8 @@ from rerank_plugins.serve_process import (
     LOG_TAIL_LINES,
     STOP_GRACE_SECONDS,
     VLLMServer,
+    ready_unless_stopped,
+    stop_on_signals,
     stop_servers,
 )
 
@@ -292,60 +292,39 @@ def client_settings(cfg: ServeConfig) -> list[str]:
 
 
 def _run(cfg: ServeConfig) -> int:
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    server = VLLMServer(cfg)
-    try:
-        _announce_prompt(cfg)
-        server.start()
-        print(f"rerank-serve: starting {cfg.model} (pid {server.pid}, log {server.log_path})")
-        sys.stdout.flush()
-        # Wait in a thread so that a signal can also interrupt the start-up.
-        failure: list[BaseException] = []
-
-        def wait() -> None:
-            try:
-                server.wait_ready()
-            except BaseException as exc:
-                failure.append(exc)
-                stop.set()
-
-        waiter = threading.Thread(target=wait, name="rerank-serve-wait", daemon=True)
-        waiter.start()
-        while waiter.is_alive() and not stop.is_set():
-            waiter.join(0.2)
-        if failure:
-            raise failure[0]
-        if not stop.is_set():
-            resolved = server.resolved
-            for line in client_settings(resolved):
-                print(line)
-            if resolved.api_key:
-                print(
-                    "rerank-serve: every route except GET /health requires the API key "
-                    "(Authorization: Bearer; the key is not shown)"
-                )
-            if resolved.ssl_cert_reqs == ssl.CERT_REQUIRED:
-                print("rerank-serve: clients must present a certificate signed by --ssl-ca-certs")
-            print("rerank-serve: ready; Ctrl-C stops the server")
+    with stop_on_signals(signal.SIGINT, signal.SIGTERM) as stop:
+        server = VLLMServer(cfg)
+        try:
+            _announce_prompt(cfg)
+            server.start()
+            print(f"rerank-serve: starting {cfg.model} (pid {server.pid}, log {server.log_path})")
             sys.stdout.flush()
-        while not stop.is_set():
-            if not server.is_running():
-                print(
-                    f"rerank-serve: vLLM exited unexpectedly\n{server.log_tail()}",
-                    file=sys.stderr,
-                )
-                return 1
-            stop.wait(0.5)
-        return 0
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if ready_unless_stopped(server.wait_ready, stop):
+                resolved = server.resolved
+                for line in client_settings(resolved):
+                    print(line)
+                if resolved.api_key:
+                    print(
+                        "rerank-serve: every route except GET /health requires the API key "
+                        "(Authorization: Bearer; the key is not shown)"
+                    )
+                if resolved.ssl_cert_reqs == ssl.CERT_REQUIRED:
+                    print(
+                        "rerank-serve: clients must present a certificate signed by --ssl-ca-certs"
+                    )
+                print("rerank-serve: ready; Ctrl-C stops the server")
+                sys.stdout.flush()
+            while not stop.is_set():
+                if not server.is_running():
+                    print(
+                        f"rerank-serve: vLLM exited unexpectedly\n{server.log_tail()}",
+                        file=sys.stderr,
+                    )
+                    return 1
+                stop.wait(0.5)
+            return 0
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import IO
 
 import httpx
@@ -38,7 +38,16 @@ from rerank_plugins.serve_command import (
     resolve_config,
 )
 
-__all__ = ["LOG_TAIL_LINES", "STOP_GRACE_SECONDS", "VLLMServer", "stop_servers"]
+__all__ = [
+    "LOG_TAIL_LINES",
+    "STOP_GRACE_SECONDS",
+    "VLLMServer",
+    "ready_unless_stopped",
+    "signal_group",
+    "spawn_logged",
+    "stop_on_signals",
+    "stop_servers",
+]
 
 STOP_GRACE_SECONDS = 15.0
 LOG_TAIL_LINES = 40
@@ -65,6 +74,67 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
     return set_pdeathsig
+
+
+def spawn_logged(
+    cmd: Sequence[str], log: IO[bytes], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in a session of its own, its output appended to ``log``.
+
+    The child gets SIGKILL when the thread that spawned it dies (``_pdeathsig_preexec``), so
+    a killed parent leaves no server behind; it is stopped by its process group otherwise.
+    Raises ``OSError`` when ``cmd`` cannot be run.
+    """
+    log.write(f"$ {' '.join(cmd)}\n".encode())
+    log.flush()
+    return subprocess.Popen(
+        list(cmd),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_pdeathsig_preexec(),
+    )
+
+
+@contextlib.contextmanager
+def stop_on_signals(*signals: signal.Signals) -> Iterator[threading.Event]:
+    """An event set by any of ``signals`` while the block runs (their handlers restored after)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def ready_unless_stopped(wait_ready: Callable[[], object], stop: threading.Event) -> bool:
+    """Run ``wait_ready`` in a thread, so that a signal can interrupt the start-up.
+
+    True once it returned; False when ``stop`` was set first; its exception is raised here.
+    """
+    failure: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            wait_ready()
+        except BaseException as exc:
+            failure.append(exc)
+            stop.set()
+
+    waiter = threading.Thread(target=wait, name="rerank-wait-ready", daemon=True)
+    waiter.start()
+    while waiter.is_alive() and not stop.is_set():
+        waiter.join(0.2)
+    if failure:
+        raise failure[0]
+    return not stop.is_set()
 
 
 def _health_ssl_context(cfg: ServeConfig) -> ssl.SSLContext:
@@ -180,18 +250,8 @@ class VLLMServer:
         env = build_env(self._resolved, tmp_dir=tmp_dir)
         Path(self._log_path).parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self._log_path, "ab")  # noqa: SIM115  (lives as long as the server)
-        self._log_file.write(f"$ {' '.join(cmd)}\n".encode())
-        self._log_file.flush()
         try:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(),
-            )
+            self._proc = spawn_logged(cmd, self._log_file, env)
         except OSError as exc:
             self._cleanup_files()
             raise ServeError(f"cannot start vLLM with {cmd[0]!r}: {exc}") from exc
@@ -236,7 +296,7 @@ class VLLMServer:
     def terminate(self) -> None:
         """Send SIGTERM to the server's process group without waiting (see ``stop``)."""
         if self._proc is not None and self._proc.poll() is None:
-            _signal_group(self._proc.pid, signal.SIGTERM)
+            signal_group(self._proc.pid, signal.SIGTERM)
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int | None:
         """Stop the server's process group (SIGTERM, SIGKILL after ``grace`` s); idempotent.
@@ -251,15 +311,15 @@ class VLLMServer:
                 # A SIGTERM during vLLM's start-up may never be acted on: do not wait long.
                 grace = min(grace, 5.0)
             if proc.poll() is None or _group_alive(proc.pid):
-                _signal_group(proc.pid, signal.SIGTERM)
+                signal_group(proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=grace)
                 except subprocess.TimeoutExpired:
-                    _signal_group(proc.pid, signal.SIGKILL)
+                    signal_group(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=30)
                 # Children that outlived the leader (GPU engine processes) go too.
                 if _group_alive(proc.pid):
-                    _signal_group(proc.pid, signal.SIGKILL)
+                    signal_group(proc.pid, signal.SIGKILL)
             with _live_lock:
                 _live_servers.discard(self)
             self._cleanup_files()
@@ -309,7 +369,8 @@ class VLLMServer:
         return f"VLLMServer(model={self.config.model!r}, pid={self.pid}, {state})"
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to a process group that may already be gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 

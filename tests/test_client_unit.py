@@ -455,3 +455,28 @@ async def test_raw_mode_refuses_an_instruction_it_would_drop():
         await client.rerank("q", ["a"], instruction="Find code")
     assert posts(seen, "/v2/rerank") == []
     assert len(await client.rerank("q", ["a"])) == 1
+
+
+# --- how a request leaves ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["transport", "client.request"])
+async def test_both_ways_of_sending_carry_the_same_request(monkeypatch, direct):
+    """Straight to the transport, or through AsyncClient.request when httpx lacks the
+    transport lookup: the same headers, key and body reach the server, the same answer back."""
+    import rerank_plugins._connections as connections
+
+    if not direct:
+        monkeypatch.setattr(connections, "_transport_for", lambda client, url: None)
+    handler, seen = fake_server()
+    client = AsyncRerankClient(BASE, api_key="sk-both-ways", transport=httpx.MockTransport(handler))
+    result = await client.rerank("q", ["a", "bb"], request_id="rid-1")
+    assert result.indices == [1, 0]
+    [sent] = posts(seen, "/v2/rerank")
+    assert sent.headers["authorization"] == "Bearer sk-both-ways"
+    assert sent.headers["x-request-id"] == "rid-1-0"
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.headers["user-agent"].startswith("rerank-plugins/")
+    assert json.loads(sent.content)["documents"] == ["a", "bb"]
+    assert (client._engine._pool._direct is not None) == direct
+    await client.aclose()
