@@ -20,6 +20,10 @@ through before it starts firing))::
     proxy.replace_body(b"not json")                 # 200 replies get this body instead
     proxy.replace_body(lambda body: ...)            # ... or f(parsed JSON) -> new JSON (or bytes)
 
+It also serves as a plain-HTTP forward proxy: a request whose target is an absolute URL (what
+a client configured with ``proxy=`` or ``HTTP_PROXY`` sends) goes to that URL, and
+``proxy.stats.forwarded`` counts it.
+
 ``proxy.stats`` counts connections accepted, open, peak open, requests per path and faults
 fired; ``proxy.clear()`` disarms every fault and ``proxy.reset_stats()`` zeroes the counters.
 ``proxy.stop()`` closes every connection, stops the loop and joins the thread.
@@ -40,6 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -100,6 +105,7 @@ class ProxyStats:
     peak: int = 0
     requests: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    forwarded: int = 0  # requests with an absolute URL (as to a forward proxy)
 
     def hits(self, paths: str | tuple[str, ...]) -> int:
         """Requests seen on ``paths`` (one path or several, e.g. every rerank route)."""
@@ -366,10 +372,14 @@ class FaultProxy:
             for k, v in request.headers
             if k.lower() not in ("host", "connection", "content-length", "keep-alive")
         ]
+        absolute = request.target.startswith(("http://", "https://"))
+        if absolute:
+            with self._lock:
+                self.stats.forwarded += 1
         try:
             response = await self._http.request(
                 request.method,
-                self.upstream + request.target,
+                request.target if absolute else self.upstream + request.target,
                 headers=headers,
                 content=request.body,
             )
@@ -393,6 +403,8 @@ class _Request:
 
     @property
     def path(self) -> str:
+        if self.target.startswith(("http://", "https://")):  # a forward proxy's request
+            return urlsplit(self.target).path
         return self.target.split("?", 1)[0]
 
     @property
