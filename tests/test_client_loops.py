@@ -17,17 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from support.texts import DOCS, QUERY
 
 from rerank_plugins import AsyncRerankClient
 
 pytestmark = pytest.mark.integration
-
-QUERY = "how do I read a JSON file in Python"
-DOCS = [
-    "Cooking pasta: boil salted water, add the pasta and cook for nine minutes.",
-    "In Python, json.load(f) parses a JSON file opened with open('data.json') into a dict.",
-    "Jackson's ObjectMapper reads JSON into Java objects with readValue().",
-]
 
 
 def home_http(client: AsyncRerankClient) -> httpx.AsyncClient | None:

@@ -13,17 +13,11 @@ from typing import Any
 
 import pytest
 from support.fault_proxy import FaultProxy
+from support.texts import DOCS, QUERY
 
 from rerank_plugins import AsyncRerankClient, RerankClient
 
 pytestmark = pytest.mark.integration
-
-QUERY = "how do I read a JSON file in Python"
-DOCS = [
-    "Cooking pasta: boil salted water, add the pasta and cook for nine minutes.",
-    "In Python, json.load(f) parses a JSON file opened with open('data.json') into a dict.",
-    "Jackson's ObjectMapper reads JSON into Java objects with readValue().",
-]
 
 
 @pytest.fixture(scope="module")
