@@ -23,7 +23,7 @@ from . import _json, prompts
 from ._parse import finite_score, json_object, optional_str, strict_index, usage_tokens
 from .config import RerankConfig
 from .errors import RerankInputError, RerankResponseError, RerankStatusError
-from .multimodal import ImageDocument, to_score_input
+from .multimodal import ImageDocument, only_str, to_score_input
 from .types import DocumentInput, PreparedCall, RerankItem, RerankResult, ScoreResult, Usage
 
 __all__ = [
@@ -212,14 +212,6 @@ def rerank_payload(
     if call.instruction is not None:
         payload["instruction"] = call.instruction
     return payload
-
-
-def only_str(values: Iterable[object]) -> bool:
-    """Whether every value is exactly a ``str`` (one C-level pass, no Python per value)."""
-    return set(map(type, values)) <= _STR
-
-
-_STR = frozenset({str})
 
 
 def wire_documents(documents: Sequence[DocumentInput]) -> Sequence[Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import mimetypes
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -38,6 +38,7 @@ __all__ = [
     "has_images",
     "image_part",
     "image_url_from_bytes",
+    "only_str",
     "text_part",
     "to_score_input",
     "to_score_inputs",
@@ -215,6 +216,11 @@ def to_score_inputs(documents: Sequence[RerankInputItem]) -> list[ScoreInput]:
     return [to_score_input(d, f"documents[{i}]") for i, d in enumerate(documents)]
 
 
+def only_str(values: Iterable[object]) -> bool:
+    """Whether every value is exactly a ``str`` (one C-level pass, no Python per value)."""
+    return set(map(type, values)) <= _STR
+
+
 _STR = frozenset({str})
 
 
@@ -226,7 +232,7 @@ def has_images(*items: RerankInputItem | Sequence[RerankInputItem]) -> bool:
         if isinstance(item, (ImageDocument, Mapping)):
             return True
         # One C-level pass over the types first: text-only lists are the common case.
-        if set(map(type, item)) <= _STR:
+        if only_str(item):
             continue
         if any(not isinstance(sub, str) for sub in item):
             return True
