@@ -179,8 +179,10 @@ class Engine:
             return None
         with self._home_lock:
             home = self._home
-            if home is not None and (home.usable_from(loop) or home.alive()):
-                return home if home.usable_from(loop) else None
+            if home is not None and home.usable_from(loop):
+                return home
+            if home is not None and home.alive():
+                return None  # another loop is home: this one uses the I/O loop
             self._home = Home(loop, self.config)
             return self._home
 
