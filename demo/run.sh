@@ -32,7 +32,7 @@ if [[ ! -x "$PY" ]]; then
     say "creating $VENV"
     "$PYTHON3" -m venv "$VENV"
 fi
-if ! has_modules "$PY" rerank_plugins gradio bm25s jieba Stemmer matplotlib httpx; then
+if ! has_modules "$PY" rerank_plugins gradio bm25s jieba Stemmer matplotlib httpx prometheus_client; then
     say "installing the project with its [demo] extra into $VENV (~1-2 min)"
     # Editable, so a `git pull` needs no reinstall unless dependencies change.
     # (pip's configured find-links may warn once per missing directory: noise, filtered.)

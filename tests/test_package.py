@@ -44,3 +44,33 @@ def test_suite_runs_against_the_installed_package_not_the_source_tree():
     source_tree = Path(__file__).resolve().parents[1] / "rerank_plugins"
     assert Path(rerank_plugins.__file__).resolve().parent != source_tree
     assert "site-packages" in rerank_plugins.__file__
+
+
+def _extra(name: str, extras: dict[str, list[str]]) -> set[str]:
+    """The distributions an extra installs, its rerank-plugins[...] references followed."""
+    import re
+
+    found: set[str] = set()
+    for requirement in extras[name]:
+        inner = re.fullmatch(r"rerank-plugins\[([a-z,\-]+)\]", requirement)
+        if inner:
+            for sub in inner.group(1).split(","):
+                found |= _extra(sub, extras)
+        else:
+            found.add(re.split(r"[<>=!\[;~ ]", requirement, maxsplit=1)[0].lower())
+    return found
+
+
+def test_the_demo_extra_installs_every_module_the_demo_needs():
+    """`bash demo/run.sh` installs `.[demo]`: the demo builds its client with metrics on."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    demo = _extra("demo", extras)
+    for dist in ("gradio", "bm25s", "jieba", "pystemmer", "matplotlib", "prometheus-client"):
+        assert dist in demo, f"the [demo] extra does not install {dist}"
+    # run.sh reinstalls when a module is missing: it must check for the metrics one too.
+    assert "prometheus_client" in (root / "demo" / "run.sh").read_text()
