@@ -1,6 +1,6 @@
 """Scale-out test processes: MiniLM replicas behind vllm-router, a data-parallel server, LiteLLM.
 
-Used by tests/test_scale_out.py through one module-scoped fixture that spawns everything at
+Used by tests/serve/test_scale_out.py through one module-scoped fixture that spawns everything at
 once (replicas, routers, the DP=2 server, LiteLLM's proxy if its venv exists) and then waits,
 so their start-ups overlap; everything is stopped by PID / process group at module end.
 """

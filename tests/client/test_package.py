@@ -41,7 +41,7 @@ def test_shipped_files_are_present():
     os.environ.get("RERANK_TEST_INSTALLED") != "1", reason="only under tests/run.sh"
 )
 def test_suite_runs_against_the_installed_package_not_the_source_tree():
-    source_tree = Path(__file__).resolve().parents[1] / "rerank_plugins"
+    source_tree = Path(__file__).resolve().parents[2] / "rerank_plugins"
     assert Path(rerank_plugins.__file__).resolve().parent != source_tree
     assert "site-packages" in rerank_plugins.__file__
 
@@ -65,7 +65,7 @@ def test_the_demo_extra_installs_every_module_the_demo_needs():
     """`bash demo/run.sh` installs `.[demo]`: the demo builds its client with metrics on."""
     import tomllib
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]

@@ -44,7 +44,7 @@ EXPECTED = {
     "minilm_server": {"server": CONTRADICTION, "client": CONTRADICTION},
 }
 TOLERANCE = 1e-4
-RESULTS = Path(__file__).parent / "artifacts" / "prompt_matrix.json"
+RESULTS = Path(__file__).resolve().parents[1] / "artifacts" / "prompt_matrix.json"
 _reference_cache: dict[str, list[float]] = {}
 
 

