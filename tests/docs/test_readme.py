@@ -1,4 +1,9 @@
-"""Every Python example in README.md runs against a real server, as a user would run it."""
+"""Every Python example in README.md and docs/ runs against a real server, as a user would run it.
+
+Both languages' pages count: a Chinese page's example is run like its English twin. A block whose
+first line is ``# Qwen3-Reranker`` runs against the tiny Qwen3 reranker; the others run on
+MiniLM's real scores. Only the server a block needs is started.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +15,45 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", ROOT / "README.zh-CN.md", *sorted((ROOT / "docs").rglob("*.md"))]
+FENCE = re.compile(r"^```python\n(.*?)^```", flags=re.S | re.M)
 
 
-def test_readme_has_examples():
-    assert len(BLOCKS) >= 4
+def _blocks(page: Path) -> list[str]:
+    return FENCE.findall(page.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("number", range(len(BLOCKS)))
-def test_readme_example_runs(number, minilm_server, tiny_server, tmp_path):
-    code = BLOCKS[number]
-    # Examples marked "# Qwen3-Reranker" need one; the others run on MiniLM's real scores.
-    server = tiny_server if code.startswith("# Qwen3-Reranker") else minilm_server
+def _server_for(code: str) -> str:
+    return "tiny_server" if code.startswith("# Qwen3-Reranker") else "minilm_server"
+
+
+EXAMPLES = [
+    pytest.param(
+        page, number, _server_for(code), id=f"{page.relative_to(ROOT).as_posix()}:{number}"
+    )
+    for page in PAGES
+    if page.exists()
+    for number, code in enumerate(_blocks(page))
+]
+
+
+def test_readme_and_docs_have_examples():
+    assert len(_blocks(ROOT / "README.md")) >= 3  # the client, LlamaIndex and LangChain
+    for page in ("client", "llamaindex", "langchain", "production", "prompt"):
+        assert _blocks(ROOT / "docs" / "en" / f"{page}.md"), page
+    for page in ("client", "llamaindex", "langchain"):
+        assert _blocks(ROOT / "docs" / "zh" / f"{page}.md"), page
+
+
+@pytest.mark.parametrize(("page", "number", "server_name"), EXAMPLES)
+def test_example_runs(page, number, server_name, request, tmp_path):
+    code = _blocks(page)[number]
+    server = request.getfixturevalue(server_name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
     env["RERANK_BASE_URL"] = server.base_url
     script = tmp_path / "example.py"
-    script.write_text(code)
+    script.write_text(code, encoding="utf-8")
     out = subprocess.run(
         [sys.executable, str(script)],
         env=env,
@@ -37,10 +64,9 @@ def test_readme_example_runs(number, minilm_server, tiny_server, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip(), "an example should show its result"
-    if server is minilm_server and "json.load(f) parses" in code:
+    json_doc = "json.load(f) parses a JSON file opened with open() into a dict."
+    if server_name == "minilm_server" and json_doc in code:
         # The JSON document ranks first on MiniLM's real scores.
-        assert out.stdout.splitlines()[0].endswith(
-            "json.load(f) parses a JSON file opened with open() into a dict."
-        )
+        assert out.stdout.splitlines()[0].endswith(json_doc)
     if "no-such-model" in code:
         assert out.stdout.startswith("404 ")
