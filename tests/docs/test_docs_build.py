@@ -124,3 +124,27 @@ def test_every_documented_class_and_method_has_a_docstring():
             if public and member.kind is griffe.Kind.FUNCTION and not member.docstring:
                 missing.append(f"{path}.{name}")
     assert not missing, f"no docstring: {missing}"
+
+
+def _anchors(page: Path) -> set[str]:
+    """Heading ids as GitHub and MkDocs both make them, plus explicit ``{#id}`` attributes."""
+    text = page.read_text(encoding="utf-8")
+    found = set(re.findall(r"\{#([\w-]+)\}", text))
+    for heading in re.findall(r"^#+ (.+?)\s*$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).strip().replace(" ", "-")
+        found.add(slug)
+    return found
+
+
+@pytest.mark.parametrize("readme", ["README.md", "README.zh-CN.md"])
+def test_readme_links_point_at_files_and_headings_that_exist(readme: str):
+    text = (ROOT / readme).read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [link for link in links if not re.match(r"[a-z]+://", link)]
+    assert local, "no relative links found"
+    for link in local:
+        path, _, anchor = link.partition("#")
+        target = ROOT / path if path else ROOT / readme
+        assert target.exists(), f"{readme}: {link} points at nothing"
+        if anchor:
+            assert anchor in _anchors(target), f"{readme}: {link} has no such heading"
