@@ -14,6 +14,7 @@ import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rerank_plugins.families import FAMILIES, families_table
 from rerank_plugins.serve.cluster import ServerCluster
@@ -63,21 +64,47 @@ route except GET /health requires "Authorization: Bearer <key>".
 """
 
 
-def _serve_parser() -> argparse.ArgumentParser:
+def _new_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A parser with the settings of the vLLM servers both commands start."""
     p = argparse.ArgumentParser(
-        prog="rerank-serve",
-        description=_SERVE_DESCRIPTION,
-        epilog="Arguments after -- are passed to vLLM unchanged (not --api-key).",
+        prog=prog,
+        description=description,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         # No prefix matching: "--api-key VALUE" must not be taken for --api-key-file.
         allow_abbrev=False,
+    )
+    p.add_argument("--served-model-name", default=None)
+    p.add_argument("--python", default=None, help="Python with vLLM (env RERANK_VLLM_PYTHON)")
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--timeout", type=float, default=DEFAULT_STARTUP_TIMEOUT)
+    return p
+
+
+def _server_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`ServeConfig` fields of the arguments :func:`_new_parser` adds."""
+    return {
+        "model": args.model,
+        "served_model_name": args.served_model_name,
+        "python": args.python,
+        "max_model_len": args.max_model_len,
+        "cache_dir": args.cache_dir,
+        "startup_timeout": args.timeout,
+    }
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = _new_parser(
+        "rerank-serve",
+        _SERVE_DESCRIPTION,
+        "Arguments after -- are passed to vLLM unchanged (not --api-key).",
     )
     p.add_argument(
         "model", nargs="?", help="model directory or hub id (e.g. Qwen/Qwen3-Reranker-0.6B)"
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default: a free port")
-    p.add_argument("--served-model-name", default=None)
     p.add_argument(
         "--prompt-mode",
         choices=SERVE_PROMPT_MODES,
@@ -85,7 +112,6 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="auto (default): serve the template if the model family has one; server: require "
         "it; client: no template, clients must format the prompt (breaks third-party clients)",
     )
-    p.add_argument("--python", default=None, help="Python with vLLM (env RERANK_VLLM_PYTHON)")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument(
         "--family",
@@ -103,7 +129,6 @@ def _serve_parser() -> argparse.ArgumentParser:
     )
     # Refused with a message instead of "unrecognized argument": the value is not echoed.
     p.add_argument("--api-key", nargs="?", const="", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--enable-request-id-headers", action="store_true")
     p.add_argument("--ssl-keyfile", default=None, metavar="PATH")
     p.add_argument("--ssl-certfile", default=None, metavar="PATH", help="serve HTTPS")
@@ -125,8 +150,6 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="client certificate and key the health check presents (with --ssl-cert-reqs 2)",
     )
     p.add_argument("--log-path", default=None)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--timeout", type=float, default=DEFAULT_STARTUP_TIMEOUT)
     p.add_argument("--print-command", action="store_true", help="print the vLLM command and exit")
     p.add_argument(
         "--list-families",
@@ -166,13 +189,10 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
                 "history; set env RERANK_API_KEY or pass --api-key-file PATH"
             )
         cfg = ServeConfig(
-            model=args.model,
-            served_model_name=args.served_model_name,
-            python=args.python,
+            **_server_settings(args),
             host=args.host,
             port=args.port,
             prompt_mode=args.prompt_mode,
-            max_model_len=args.max_model_len,
             api_key=_read_api_key(args.api_key_file),
             device=args.device,
             family=args.family,
@@ -184,8 +204,6 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
             ssl_client_cert=tuple(args.ssl_client_cert) if args.ssl_client_cert else None,
             extra_args=tuple(extra),
             log_path=args.log_path,
-            cache_dir=args.cache_dir,
-            startup_timeout=args.timeout,
         )
         if args.print_command:
             print(shlex.join(build_command(resolve_config(cfg))))
@@ -275,12 +293,10 @@ SIGKILL if rerank-cluster itself dies (Linux).
 
 
 def _cluster_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="rerank-cluster",
-        description=_CLUSTER_DESCRIPTION,
-        epilog="Arguments after -- are passed to every vLLM server unchanged.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    p = _new_parser(
+        "rerank-cluster",
+        _CLUSTER_DESCRIPTION,
+        "Arguments after -- are passed to every vLLM server unchanged.",
     )
     p.add_argument("model", help="model directory or hub id")
     mode = p.add_mutually_exclusive_group(required=True)
@@ -291,13 +307,8 @@ def _cluster_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", choices=POLICIES, default="round_robin")
     p.add_argument("--host", default="127.0.0.1", help="the router's (or DP server's) address")
     p.add_argument("--port", type=int, default=None, help="the router's port (default: free)")
-    p.add_argument("--served-model-name", default=None)
-    p.add_argument("--python", default=None, help="Python with vLLM (env RERANK_VLLM_PYTHON)")
-    p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--router", default=None, help="vllm-router executable (default: found)")
     p.add_argument("--log-dir", default=None, help="server and router logs go here")
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--timeout", type=float, default=DEFAULT_STARTUP_TIMEOUT)
     return p
 
 
@@ -315,17 +326,12 @@ def cluster_main(argv: Sequence[str] | None = None) -> int:
         if dp is not None:
             extra = ["--data-parallel-size", str(dp), *extra]
         serve = ServeConfig(
-            model=args.model,
-            served_model_name=args.served_model_name,
-            python=args.python,
+            **_server_settings(args),
             # A DP server is what clients reach; replicas stay on loopback behind the router.
             host=args.host if dp is not None else "127.0.0.1",
             port=args.port if dp is not None else None,
-            max_model_len=args.max_model_len,
             extra_args=tuple(extra),
             log_path=str(log_dir / "vllm.log") if log_dir else None,
-            cache_dir=args.cache_dir,
-            startup_timeout=args.timeout,
         )
         if dp is not None:
             target: ServerCluster | VLLMServer = VLLMServer(serve)

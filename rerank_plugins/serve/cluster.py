@@ -18,12 +18,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from types import TracebackType
 from typing import ClassVar
 
 from rerank_plugins.serve.command import router_command
 from rerank_plugins.serve.config import ClusterError, RouterConfig, ServeConfig, ServeError
-from rerank_plugins.serve.process import ManagedProcess, free_port, stop_servers
+from rerank_plugins.serve.process import ManagedProcess, StartStop, free_port, stop_servers
 from rerank_plugins.serve.server import VLLMServer
 
 __all__ = ["RouterProcess", "ServerCluster"]
@@ -59,7 +58,7 @@ class RouterProcess(ManagedProcess):
         return self.command, None
 
 
-class ServerCluster:
+class ServerCluster(StartStop):
     """N replicas of one :class:`ServeConfig` behind vllm-router (``replicas >= 1``).
 
     ``start`` spawns every replica and the router at once and returns; ``wait_ready`` waits for
@@ -123,15 +122,3 @@ class ServerCluster:
         if self.router is not None:
             self.router.stop()
         stop_servers(self.replicas)
-
-    def __enter__(self) -> ServerCluster:
-        self.start()
-        return self.wait_ready()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -38,6 +38,7 @@ __all__ = [
     "LOG_TAIL_LINES",
     "STOP_GRACE_SECONDS",
     "ManagedProcess",
+    "StartStop",
     "free_port",
     "signal_group",
     "spawn_logged",
@@ -139,7 +140,39 @@ def _stop_all_live() -> None:
 atexit.register(_stop_all_live)
 
 
-class ManagedProcess:
+class StartStop:
+    """``with x:`` starts ``x``, waits until it is ready and stops it (also if that fails)."""
+
+    def start(self) -> Self:
+        """Start and return at once."""
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float | None = None) -> Self:
+        """Block until ready; raise (having stopped) if it cannot be."""
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        """Stop everything started; idempotent."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ManagedProcess(StartStop):
     """One server process: ``start``, ``wait_ready``, ``stop``; or use it as a context manager.
 
     A subclass says what to run (:meth:`_command`) and where it answers (:attr:`base_url`);
@@ -312,22 +345,6 @@ class ManagedProcess:
             fh.seek(max(0, size - 256 * 1024))
             lines: deque[bytes] = deque(fh, maxlen=n)
         return b"".join(lines).decode("utf-8", errors="replace").rstrip("\n")
-
-    def __enter__(self) -> Self:
-        self.start()
-        try:
-            return self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
