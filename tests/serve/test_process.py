@@ -209,3 +209,21 @@ def test_run_loop_raises_a_failed_start_up_after_stopping() -> None:
     with pytest.raises(ClusterError):
         run_until_signalled(target)
     assert target.calls == ["start", "stop"]
+
+
+def test_command_builders_start_nothing_and_open_nothing(
+    monkeypatch: pytest.MonkeyPatch, fake_router: str
+) -> None:
+    from rerank_plugins.serve import build_command, build_env
+    from rerank_plugins.serve.command import router_command
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a command builder ran a process or opened a socket")
+
+    monkeypatch.setattr(subprocess, "Popen", forbidden)
+    monkeypatch.setattr(socket, "socket", forbidden)
+    cfg = ServeConfig("/m/Qwen3-Reranker-0.6B", python="/py", port=8000, device="cpu")
+    assert "--chat-template" in build_command(cfg)
+    assert build_env(cfg, base={})["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    router = RouterConfig(executable=fake_router, port=9000)
+    assert router_command(router, ["http://127.0.0.1:8000"], metrics_port=9001)[0] == fake_router
