@@ -5,7 +5,7 @@ virtual environment (``ServeConfig.python`` or env ``RERANK_VLLM_PYTHON``), and 
 to it over HTTP. Command-line use: ``rerank-serve MODEL`` (or ``python -m rerank_plugins.serve``);
 ``rerank-serve --list-families`` prints the families it knows.
 
-The package, its public names re-exported here (``from rerank_plugins.serve import
+Its modules, whose public names are re-exported here (``from rerank_plugins.serve import
 ServeConfig, VLLMServer, ServeError, build_command``):
 
 - ``config``: :class:`ServeConfig`, :class:`RouterConfig`, where vLLM's Python and vllm-router

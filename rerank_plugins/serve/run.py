@@ -26,9 +26,6 @@ __all__ = [
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-# -- the shared run loop ----------------------------------------------------------------------
-
-
 class Supervised(Protocol):
     """What :func:`run_until_signalled` runs: a server, a cluster, the demo."""
 

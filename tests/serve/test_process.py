@@ -227,3 +227,57 @@ def test_command_builders_start_nothing_and_open_nothing(
     assert build_env(cfg, base={})["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     router = RouterConfig(executable=fake_router, port=9000)
     assert router_command(router, ["http://127.0.0.1:8000"], metrics_port=9001)[0] == fake_router
+
+
+# Every name these modules exported before serve/ became a package (FamilySpec aside: a dead
+# alias of Family, removed).
+SERVE_NAMES = [
+    "API_KEY_ENV",
+    "API_KEY_GUARD_MIDDLEWARE",
+    "CPU_FLAGS",
+    "DEFAULT_STARTUP_TIMEOUT",
+    "FAMILIES",
+    "LOG_TAIL_LINES",
+    "QWEN3_RERANKER_HF_OVERRIDES",
+    "STOP_GRACE_SECONDS",
+    "Family",
+    "ServeConfig",
+    "ServeError",
+    "VLLMServer",
+    "build_command",
+    "build_env",
+    "client_settings",
+    "default_cache_dir",
+    "detect_device",
+    "family_of",
+    "free_port",
+    "main",
+    "resolve_config",
+    "stop_servers",
+    "template_path",
+    "vllm_entry_point",
+    "vllm_ext_dir",
+]
+CLUSTER_NAMES = [
+    "POLICIES",
+    "ClusterError",
+    "RouterConfig",
+    "RouterProcess",
+    "ServerCluster",
+    "find_router",
+    "main",
+    "router_command",
+]
+
+
+def test_the_public_import_paths_keep_their_names_and_export_nothing_private() -> None:
+    import rerank_plugins.cluster
+    import rerank_plugins.serve
+
+    for module, names in (
+        (rerank_plugins.serve, SERVE_NAMES),
+        (rerank_plugins.cluster, CLUSTER_NAMES),
+    ):
+        assert set(names) <= set(module.__all__), module.__name__
+        assert all(hasattr(module, name) for name in module.__all__)
+        assert not [name for name in module.__all__ if name.startswith("_")]
