@@ -41,14 +41,14 @@ from rerank_plugins import RerankClient
 from rerank_plugins.cache import InMemoryCache, RedisCache
 from rerank_plugins.datasets import load_eval_set
 from rerank_plugins.retrieval import BM25Index
-from rerank_plugins.serve import ServeConfig, VLLMServer
+from rerank_plugins.serve import ServeConfig, VLLMServer, vllm_python
 from rerank_plugins.telemetry import PrometheusMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from support.redis_server import RedisServer  # noqa: E402 - the tests' redis-server helper
 
-VLLM_PYTHON = os.environ.get("RERANK_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+VLLM_PYTHON = vllm_python(default=str(ROOT / ".venv-vllm" / "bin" / "python"))
 MODEL = "all-MiniLM-L6-v2"
 CANDIDATES = 20
 

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from rerank_plugins import AsyncRerankClient, RerankClient
-from rerank_plugins.serve import ServeConfig, VLLMServer
+from rerank_plugins.serve import ServeConfig, VLLMServer, vllm_python
 
 ROOT = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = os.environ.get("RERANK_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+VLLM_PYTHON = vllm_python(default=str(ROOT / ".venv-vllm" / "bin" / "python"))
 WORDS = [
     "python",
     "json",

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rerank_plugins.serve import vllm_python
+
 ROOT = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = os.environ.get("RERANK_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+VLLM_PYTHON = vllm_python(default=str(ROOT / ".venv-vllm" / "bin" / "python"))
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 

@@ -119,7 +119,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("model")
     p.add_argument("--served-model-name", default=None)
-    p.add_argument("--python", default=os.environ.get("RERANK_VLLM_PYTHON"))
+    p.add_argument("--python", default=None, help="Python with vLLM (env RERANK_VLLM_PYTHON)")
     p.add_argument("--max-model-len", type=int, default=256)
     p.add_argument("--calls", type=int, default=8)
     p.add_argument("--docs", type=int, default=100)

@@ -9,18 +9,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import threading
-import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from types import FrameType
 
 from rerank_plugins import AsyncRerankClient
 from rerank_plugins.serve import ServeConfig, ServeError, VLLMServer
+from rerank_plugins.serve.run import run_until_signalled
 
 from .backend import (
     Backend,
+    ModelChoice,
     choose_model,
     describe_server,
     embedded_backend,
@@ -64,37 +63,86 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM takes the Ctrl-C path, so every `with`/ExitStack unwinds and stops vLLM.
-    raise KeyboardInterrupt
-
-
 def _warm(cache: IndexCache, corpora: dict[str, Corpus]) -> None:
     for corpus in corpora.values():
         _, built_ms = cache.get(corpus.documents)
         logger.info("BM25 index of %s built in %.0f ms", corpus.label, built_ms or 0.0)
 
 
-def _start_vllm(stack: ExitStack, requested: str, log_path: str | None) -> Backend:
-    python = vllm_python()
-    choice = choose_model(requested, python)
-    logger.info(
-        "starting vLLM with %s (%s); the first start takes ~30-60 s", choice.model, choice.reason
-    )
-    server = VLLMServer(
-        ServeConfig(
-            model=choice.model,
-            served_model_name=choice.served_name,
-            python=python,
-            host="127.0.0.1",
-            log_path=log_path,
+class _Demo:
+    """What the launchers' run loop starts, waits for and stops: vLLM (unless --base-url) and
+    the web UI, both closed by one ExitStack."""
+
+    def __init__(self, args: argparse.Namespace, corpora: dict[str, Corpus], cache: IndexCache):
+        self.args = args
+        self.corpora = corpora
+        self.cache = cache
+        self.stack = ExitStack()
+        self.server: VLLMServer | None = None
+        self.choice: ModelChoice | None = None
+        self.backend: Backend | None = None
+
+    def start(self) -> None:
+        if self.args.base_url:
+            return
+        python = vllm_python()
+        self.choice = choose_model(self.args.model, python)
+        logger.info(
+            "starting vLLM with %s (%s); the first start takes ~30-60 s",
+            self.choice.model,
+            self.choice.reason,
         )
-    )
-    stack.callback(_stop, server)
-    server.start()
-    logger.info("vLLM server pid %d, log %s", server.pid, server.log_path)
-    server.wait_ready()
-    return embedded_backend(server.base_url, choice, server.pid)
+        self.server = VLLMServer(
+            ServeConfig(
+                model=self.choice.model,
+                served_model_name=self.choice.served_name,
+                python=python,
+                host="127.0.0.1",
+                log_path=self.args.vllm_log,
+            )
+        )
+        self.stack.callback(_stop, self.server)
+        self.server.start()  # on the main thread: vLLM's parent-death signal is tied to it
+        logger.info("vLLM server pid %d, log %s", self.server.pid, self.server.log_path)
+
+    def wait_ready(self) -> None:
+        if self.server is None or self.choice is None:
+            model = None if self.args.model == "auto" else self.args.model
+            self.backend = describe_server(self.args.base_url, model)
+            return
+        self.server.wait_ready()
+        self.backend = embedded_backend(self.server.base_url, self.choice, self.server.pid)
+
+    def launch(self) -> None:
+        from .app import build_demo, launch_options  # gradio is slow to import
+
+        args, backend = self.args, self.backend
+        assert backend is not None  # set by wait_ready, which on_ready follows
+        log_choice(backend)
+        client = AsyncRerankClient(
+            base_url=backend.base_url,
+            model=backend.model or None,
+            timeout=300.0,
+            metrics=True,  # shown in the Metrics tab; --metrics-port serves them
+        )
+        if args.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.metrics_port, addr=args.host)
+            logger.info("Prometheus metrics: http://%s:%d/metrics", args.host, args.metrics_port)
+        blocks = build_demo(client, backend, corpora=self.corpora, cache=self.cache)
+        self.stack.callback(blocks.close)
+        blocks.launch(
+            server_name=args.host,
+            server_port=args.port,
+            prevent_thread_lock=True,
+            quiet=True,
+            **launch_options(),
+        )
+        logger.info("demo ready: http://%s:%d (Ctrl-C stops it)", args.host, args.port)
+
+    def stop(self) -> None:
+        self.stack.close()
 
 
 def _stop(server: VLLMServer) -> None:
@@ -111,54 +159,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
-    signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-    from .app import build_demo, launch_options  # gradio is slow to import: after arg errors
+    # Gradio is slow to import: now, after argument errors and before vLLM takes the CPU.
+    from . import app  # noqa: F401
 
     corpora = load_bundled()
     cache = IndexCache()
     # Index the bundled corpora while vLLM starts, so the first query is quick.
     threading.Thread(target=_warm, args=(cache, corpora), name="bm25-warm", daemon=True).start()
+    demo = _Demo(args, corpora, cache)
     try:
-        with ExitStack() as stack:
-            if args.base_url:
-                model = None if args.model == "auto" else args.model
-                backend = describe_server(args.base_url, model)
-            else:
-                backend = _start_vllm(stack, args.model, args.vllm_log)
-            log_choice(backend)
-            client = AsyncRerankClient(
-                base_url=backend.base_url,
-                model=backend.model or None,
-                timeout=300.0,
-                metrics=True,  # shown in the Metrics tab; --metrics-port serves them
-            )
-            if args.metrics_port:
-                from prometheus_client import start_http_server
-
-                start_http_server(args.metrics_port, addr=args.host)
-                logger.info(
-                    "Prometheus metrics: http://%s:%d/metrics", args.host, args.metrics_port
-                )
-            blocks = build_demo(client, backend, corpora=corpora, cache=cache)
-            stack.callback(blocks.close)
-            blocks.launch(
-                server_name=args.host,
-                server_port=args.port,
-                prevent_thread_lock=True,
-                quiet=True,
-                **launch_options(),
-            )
-            logger.info("demo ready: http://%s:%d (Ctrl-C stops it)", args.host, args.port)
-            while True:
-                time.sleep(1.0)
-    except KeyboardInterrupt:
-        logger.info("shutting down")
-        return 0
+        code = run_until_signalled(demo, on_ready=demo.launch)
     except (ServeError, RuntimeError) as exc:
         logger.error("%s", exc)
         return 1
+    logger.info("shutting down")
+    return code
 
 
 if __name__ == "__main__":

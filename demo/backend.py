@@ -18,6 +18,7 @@ import httpx
 
 from rerank_plugins.eval.languages import LANGUAGE_NAMES, model_languages
 from rerank_plugins.prompts import is_qwen3_reranker
+from rerank_plugins.serve import vllm_python as _vllm_python
 
 __all__ = [
     "MINILM_NAME",
@@ -123,7 +124,7 @@ class ModelChoice:
 
 def vllm_python() -> str:
     """The Python that has vLLM: env ``RERANK_VLLM_PYTHON``, else the repo's ``.venv-vllm``."""
-    return os.environ.get("RERANK_VLLM_PYTHON") or str(REPO_ROOT / ".venv-vllm" / "bin" / "python")
+    return _vllm_python(default=str(REPO_ROOT / ".venv-vllm" / "bin" / "python"))
 
 
 def hub_reachable(url: str = HUB_URL, timeout: float = 2.0) -> bool:

@@ -15,20 +15,21 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 from .errors import RerankConfigError
 
-__all__ = ["ROUTES", "PromptMode", "RerankConfig"]
+__all__ = ["PROMPT_MODES", "ROUTES", "PromptMode", "RerankConfig"]
 
 PromptMode = Literal["auto", "server", "client", "raw"]
+# The one list of prompt modes (rerank-serve serves all but "raw", a client-only setting).
+PROMPT_MODES: tuple[PromptMode, ...] = get_args(PromptMode)
 # /v2/rerank first: it works on vLLM directly, passes vllm-router and LiteLLM unchanged, and
 # vLLM's own --api-key check guards it (it guards nothing outside /v1 and /v2).
 ROUTES = ("/v2/rerank", "/rerank", "/v1/rerank")
 SCORE_ROUTES = ("/score", "/v1/score")
 Verify = bool | str | ssl.SSLContext
 Cert = str | tuple[str, str]
-_PROMPT_MODES = ("auto", "server", "client", "raw")
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,9 @@ class RerankConfig:
                 "verify must be True, False, a CA bundle path or an ssl.SSLContext, "
                 f"got {type(self.verify).__name__}"
             )
-        if self.prompt_mode not in _PROMPT_MODES:
+        if self.prompt_mode not in PROMPT_MODES:
             raise RerankConfigError(
-                f"prompt_mode must be one of {_PROMPT_MODES}, got {self.prompt_mode!r} "
+                f"prompt_mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r} "
                 "(argument prompt_mode or env RERANK_PROMPT_MODE)"
             )
         _check_positive("max_concurrency", self.max_concurrency)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from .config import PROMPT_MODES
 from .eval.data import Collection, load_collection, read_trec_qrels, read_trec_run, write_trec_run
 from .eval.languages import LANGUAGE_NAMES, cjk_share, model_reads, text_language
 from .eval.stats import Interval, PairedComparison, bootstrap_mean, paired_bootstrap
@@ -52,7 +53,6 @@ __all__ = [
 
 CUTOFF = 10
 ROUNDS = 2000
-_PROMPT_MODES = ("auto", "server", "client", "raw")
 
 
 @dataclass(frozen=True)
@@ -576,7 +576,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prompt-mode",
         action="append",
-        choices=_PROMPT_MODES,
+        choices=PROMPT_MODES,
         help="client prompt mode (default auto); repeat to compare modes",
     )
     p.add_argument("--first-stage", help="a TREC run giving the candidates instead of BM25")

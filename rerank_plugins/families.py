@@ -28,9 +28,7 @@ __all__ = [
     "QWEN3_RERANKER_HF_OVERRIDES",
     "Family",
     "families_table",
-    "family_names",
     "family_of",
-    "get_family",
     "is_listwise",
     "takes_images",
     "template_path",
@@ -75,11 +73,6 @@ class Family:
     def __post_init__(self) -> None:
         compiled = tuple(re.compile(p, re.IGNORECASE) for p in self.patterns)
         object.__setattr__(self, "_compiled", compiled)
-
-    @property
-    def name_markers(self) -> tuple[str, ...]:
-        """The patterns (the name this table used before it had regular expressions)."""
-        return self.patterns
 
     def matches(self, text: str | None) -> bool:
         """Whether one of the patterns occurs in ``text`` (a model id, name or path)."""
@@ -226,19 +219,6 @@ FAMILIES: Mapping[str, Family] = {
         ),
     )
 }
-
-
-def family_names() -> tuple[str, ...]:
-    """Every family name, in table order."""
-    return tuple(FAMILIES)
-
-
-def get_family(name: str) -> Family:
-    """The family called ``name`` (KeyError naming the known ones otherwise)."""
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise KeyError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}") from None
 
 
 def family_of(model_name: str, model_root: str | None = None) -> Family | None:

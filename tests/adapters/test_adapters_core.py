@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 
@@ -33,6 +32,7 @@ from rerank_plugins._adapters import (
     rerank_metadata,
     select,
 )
+from rerank_plugins.serve import free_port
 
 
 def _result(*scores: float) -> RerankResult:
@@ -43,10 +43,7 @@ def _result(*scores: float) -> RerankResult:
 
 def closed_url() -> str:
     """A loopback URL where nothing listens (the port was free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def test_select_keeps_everything_by_default() -> None:

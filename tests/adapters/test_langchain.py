@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
-import socket
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +16,7 @@ from langchain_core.retrievers import BaseRetriever
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankConnectionError
 from rerank_plugins.langchain import VLLMRerank
 from rerank_plugins.retrieval import BM25Index
+from rerank_plugins.serve import free_port
 
 try:  # LangChain 1.x
     from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -80,10 +80,7 @@ def make_docs() -> list[Document]:
 
 
 def closed_client() -> AsyncRerankClient:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return AsyncRerankClient(f"http://127.0.0.1:{port}", "m", max_retries=0)
+    return AsyncRerankClient(f"http://127.0.0.1:{free_port()}", "m", max_retries=0)
 
 
 @pytest.fixture

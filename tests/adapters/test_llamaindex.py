@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from pydantic import Field
 
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankConnectionError
 from rerank_plugins.llamaindex import VLLMRerank
+from rerank_plugins.serve import free_port
 
 QUERY = "how do I read a JSON file in Python"
 TEXTS = [
@@ -101,10 +101,7 @@ def expected(client: AsyncRerankClient) -> dict[int, float]:
 
 
 def closed_client() -> AsyncRerankClient:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return AsyncRerankClient(f"http://127.0.0.1:{port}", "m", max_retries=0)
+    return AsyncRerankClient(f"http://127.0.0.1:{free_port()}", "m", max_retries=0)
 
 
 def make_nodes() -> list[NodeWithScore]:

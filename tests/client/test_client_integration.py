@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 
 import httpx
@@ -19,6 +18,7 @@ from rerank_plugins import (
 )
 from rerank_plugins._core import status_error
 from rerank_plugins.prompts import QWEN3_SUFFIX
+from rerank_plugins.serve import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -234,14 +234,8 @@ def test_empty_list_error_of_the_server_is_read(minilm_server):
     assert RerankClient(minilm_server.base_url).rerank("q", []).items == ()
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_no_server_is_a_connection_error_naming_the_url():
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     client = RerankClient(url, max_retries=1, retry_backoff=0.01)
     with pytest.raises(RerankConnectionError, match="rerank-serve") as info:
         client.rerank("q", ["a"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from support.servers import ServerHandle
 from demo.app import build_demo, launch_options
 from demo.backend import Backend, describe_server
 from rerank_plugins import AsyncRerankClient
+from rerank_plugins.serve import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -45,14 +45,8 @@ TIMEOUT_MS = 120_000  # a rerank on two busy CPU cores can take tens of seconds
 ROW = "#rr-table [role=row].virtual-row"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _launch(client: AsyncRerankClient, backend: Backend) -> tuple[Blocks, str]:
-    port = _free_port()
+    port = free_port()
     blocks = build_demo(client, backend)
     blocks.launch(
         server_name="127.0.0.1",
@@ -75,7 +69,7 @@ def demo_url(minilm_server: ServerHandle) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def down_url() -> Iterator[str]:
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     client = AsyncRerankClient(base_url=dead, model="all-MiniLM-L6-v2", max_retries=0)
     blocks, url = _launch(client, describe_server(dead, "all-MiniLM-L6-v2", timeout=0.5))
     yield url
@@ -329,7 +323,7 @@ def _wait_until_answers(url: str, proc: subprocess.Popen[bytes], timeout: float)
 
 
 def test_run_sh_starts_the_demo_and_sigterm_stops_vllm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "run.log"
     env = {k: v for k, v in os.environ.items() if k not in ("RERANK_BASE_URL", "RERANK_MODEL")}
     with open(log_path, "wb") as log:

@@ -7,7 +7,6 @@ points a client at a closed port.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +21,7 @@ from demo.inputs import MAX_DOCUMENTS, MAX_UPLOAD_BYTES, DocumentsError, parse_f
 from demo.pipeline import IndexCache, Ranked, corpus_key
 from demo.views import TABLE_COLUMNS, comparison_figure, highlight, results_table
 from rerank_plugins import AsyncRerankClient
+from rerank_plugins.serve import free_port
 
 AUTO = "Auto (blank lines if any, else lines)"
 LINES = "One document per line"
@@ -189,10 +189,7 @@ def test_comparison_figure_has_rank_and_score_panels() -> None:
 
 
 def test_hub_probe_gives_up_quickly_on_a_closed_port() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    assert backend_mod.hub_reachable(f"http://127.0.0.1:{port}", timeout=0.5) is False
+    assert backend_mod.hub_reachable(f"http://127.0.0.1:{free_port()}", timeout=0.5) is False
 
 
 def test_offline_auto_choice_is_minilm_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -304,10 +301,7 @@ async def test_rerank_list_handler_orders_candidates(minilm_server: ServerHandle
 
 
 async def test_backend_down_gives_a_message_not_a_traceback(corpora: dict) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{free_port()}"
     be = Backend(url, "m", f"server at {url}", "test", False, True)
     async with AsyncRerankClient(base_url=url, max_retries=0, model="m") as client:
         handlers = Handlers(client, be, corpora)
@@ -338,10 +332,7 @@ def test_module_level_demo_is_built_from_the_environment(monkeypatch: pytest.Mon
 
     import demo.app as app
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("RERANK_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("RERANK_BASE_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.delitem(vars(app), "demo", raising=False)
     built = app.demo  # what `gradio demo/app.py` looks up
     assert isinstance(built, gr.Blocks) and app.demo is built
@@ -353,9 +344,7 @@ def test_module_level_demo_is_built_from_the_environment(monkeypatch: pytest.Mon
 
 
 def _dead_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def test_backend_languages_come_from_the_model_table() -> None:

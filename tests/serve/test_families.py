@@ -30,6 +30,7 @@ from rerank_plugins.families import (
     template_path,
 )
 from rerank_plugins.serve import ServeConfig, ServeError
+from rerank_plugins.serve.cli import announce_prompt
 
 
 @pytest.fixture(autouse=True)
@@ -121,14 +122,14 @@ def test_list_families_cli_prints_the_table(capsys):
 
 
 def test_rerank_serve_announces_the_family_and_what_clients_must_know(capsys):
-    serve._announce_prompt(ServeConfig("/m/jina-reranker-v3"))
+    announce_prompt(ServeConfig("/m/jina-reranker-v3"))
     out = capsys.readouterr().out
     assert "family: jina-reranker-v3 (recognised from the name); LISTWISE" in out
     assert "send each list in one request" in out
-    serve._announce_prompt(ServeConfig("/m/x", family="qwen3-vl-reranker"))
+    announce_prompt(ServeConfig("/m/x", family="qwen3-vl-reranker"))
     out = capsys.readouterr().out
     assert "family: qwen3-vl-reranker (named with --family); takes images" in out
-    serve._announce_prompt(ServeConfig("/m/all-MiniLM-L6-v2"))
+    announce_prompt(ServeConfig("/m/all-MiniLM-L6-v2"))
     assert "family: generic (no family recognised" in capsys.readouterr().out
 
 

@@ -449,11 +449,21 @@ def test_rerank_cluster_cli_data_parallel_passes_the_flag(tmp_path: Path) -> Non
                 os.killpg(pid, signal.SIGKILL)
 
 
-def test_console_script() -> None:
-    from importlib.metadata import entry_points
+def test_console_scripts_name_the_mains_of_the_old_import_paths() -> None:
+    import importlib
+    import tomllib
 
-    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts["rerank-cluster"] == "rerank_plugins.cluster:main"
+    import rerank_plugins.cluster
+    import rerank_plugins.serve
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    assert scripts["rerank-serve"] == "rerank_plugins.serve.cli:serve_main"
+    assert scripts["rerank-cluster"] == "rerank_plugins.serve.cli:cluster_main"
+    cli = importlib.import_module("rerank_plugins.serve.cli")
+    # `python -m rerank_plugins.serve` / `.cluster` and old `from ... import main` run the same.
+    assert rerank_plugins.serve.main is cli.serve_main
+    assert rerank_plugins.cluster.main is cli.cluster_main
 
 
 def test_router_command_and_flags() -> None:

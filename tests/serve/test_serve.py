@@ -29,6 +29,7 @@ from rerank_plugins.serve import (
     build_env,
     template_path,
 )
+from rerank_plugins.serve.cli import announce_prompt
 
 OFFICIAL_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
@@ -358,7 +359,7 @@ GUARD_KEY = "sk-guard-unit-sentinel"
 
 
 def _guard_module():
-    import rerank_plugins.vllm_ext.rerank_api_key_guard as guard
+    import rerank_plugins.serve.vllm_ext.rerank_api_key_guard as guard
 
     return guard
 
@@ -538,7 +539,7 @@ def test_cli_ignores_rerank_prompt_mode_and_prints_what_it_chose(capsys, monkeyp
     assert serve.main([*base, "--prompt-mode", "client"]) == 0
     assert "--chat-template" not in capsys.readouterr().out
     # What _run announces before starting the server.
-    serve._announce_prompt(ServeConfig("/m/Qwen3-Reranker-0.6B"))
+    announce_prompt(ServeConfig("/m/Qwen3-Reranker-0.6B"))
     captured = capsys.readouterr()
     assert captured.out == (
         "rerank-serve: family: qwen3-reranker (recognised from the name)\n"
@@ -546,7 +547,7 @@ def test_cli_ignores_rerank_prompt_mode_and_prints_what_it_chose(capsys, monkeyp
         "text)\n"
     )
     assert "RERANK_PROMPT_MODE=client is set in this shell" in captured.err
-    serve._announce_prompt(ServeConfig("/m/Qwen3-Reranker-0.6B", prompt_mode="client"))
+    announce_prompt(ServeConfig("/m/Qwen3-Reranker-0.6B", prompt_mode="client"))
     captured = capsys.readouterr()
     assert "WARNING" in captured.err and "third-party clients" in captured.err.lower()
 

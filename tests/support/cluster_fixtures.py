@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from rerank_plugins.cluster import RouterConfig, RouterProcess, ServerCluster
-from rerank_plugins.serve import ServeConfig, VLLMServer, stop_servers
+from rerank_plugins.serve import ServeConfig, VLLMServer, free_port, stop_servers
 
 from .servers import LOG_DIR, REPO_ROOT, STARTUP_TIMEOUT, VLLM_CACHE, minilm_dir, vllm_python
 
@@ -69,7 +68,7 @@ class LiteLLMProxy:
         self.executable = executable
         self.upstream = upstream
         self.model = model
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="rerank-litellm-")
         self.log_path = str(LOG_DIR / f"litellm.{os.getpid()}.log")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -139,12 +138,6 @@ class LiteLLMProxy:
             if self.proc is not None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

