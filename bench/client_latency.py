@@ -56,7 +56,7 @@ WORDS = [
 
 def tiny_model() -> str:
     out = ROOT / "tests" / "artifacts" / "models" / "tiny-qwen3-reranker"
-    script = ROOT / "tests" / "support" / "build_tiny_qwen3_reranker.py"
+    script = ROOT / "tests" / "support" / "tiny_models.py"
     subprocess.run([VLLM_PYTHON, str(script), str(out)], check=True, capture_output=True)
     return str(out)
 

@@ -155,7 +155,7 @@ def minilm_dir() -> str:
 
 def tiny_qwen3_dir() -> str:
     out = ARTIFACTS / "tiny-qwen3-reranker"
-    script = ROOT / "tests" / "support" / "build_tiny_qwen3_reranker.py"
+    script = ROOT / "tests" / "support" / "tiny_models.py"
     subprocess.run([VLLM_PYTHON, str(script), str(out)], check=True, capture_output=True)
     return str(out)
 

@@ -26,7 +26,7 @@ from . import _core, _detect, families, prompts
 from ._connections import Home, Pool
 from ._loop import IOLoop
 from ._parse import json_object, usage_tokens
-from .cache import ScoreCache, pair_key, pair_prefix
+from .cache import ScoreCache, connect_cache, pair_key, pair_prefix
 from .config import RerankConfig
 from .errors import (
     RerankConfigError,
@@ -509,6 +509,8 @@ class Engine:
         # Keys from the caller's text: the key covers all a cut depends on (window, what the
         # server adds, mode, instruction, query), so only misses are tokenized and cut.
         keys = self._pair_keys(info, query, instruction or self.config.instruction, docs)
+        # A lookup that fails in this call pauses the cache for later calls, not this store.
+        store = not self._cache_paused()
         scores: list[float | None] = await self._cache_get(cache, keys)
         misses = [i for i, score in enumerate(scores) if score is None]
         _ACTIVITY.get().scope.cache(len(keys) - len(misses), len(misses))
@@ -531,7 +533,8 @@ class Engine:
             )
             for i, score in zip(misses, fetched, strict=True):
                 scores[i] = score
-            await self._cache_set(cache, {keys[i]: fetched[n] for n, i in enumerate(misses)})
+            if store:
+                await self._cache_set(cache, {keys[i]: fetched[n] for n, i in enumerate(misses)})
         elif on_progress is not None:
             on_progress(1, 1)
         return endpoint.from_scores(
@@ -619,10 +622,14 @@ class Engine:
         )
         return [pair_key(prefix, _core.document_identity(doc)) for doc in docs]
 
+    def _cache_paused(self) -> bool:
+        return asyncio.get_running_loop().time() < self._cache_down_until
+
     async def _cache_get(self, cache: ScoreCache, keys: list[str]) -> list[float | None]:
-        if asyncio.get_running_loop().time() < self._cache_down_until:
+        if self._cache_paused():
             return [None] * len(keys)  # failed a moment ago: do not pay its timeout again
         try:
+            await connect_cache(cache)  # one-time set-up, bounded by the cache, not by timeout
             async with asyncio.timeout(cache.timeout):
                 found = await cache.get_many(keys)
             if len(found) != len(keys):
@@ -635,8 +642,6 @@ class Engine:
             return [None] * len(keys)
 
     async def _cache_set(self, cache: ScoreCache, scores: dict[str, float]) -> None:
-        if asyncio.get_running_loop().time() < self._cache_down_until:
-            return
         try:
             async with asyncio.timeout(cache.timeout):
                 await cache.set_many(scores)

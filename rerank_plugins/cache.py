@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ._loop import on_loop_end
@@ -41,7 +41,12 @@ class ScoreCache(Protocol):
     """What a client needs of a cache; both methods run on the client's I/O loop."""
 
     timeout: float
-    """Seconds a client waits for one lookup or store before going on without the cache."""
+    """Seconds a client waits for one lookup or store before going on without the cache.
+
+    A cache may also define ``async def connect()``: one-time set-up (a connection, a lazy
+    import) that the client awaits before each timed lookup, outside ``timeout``; it must
+    bound itself and return at once after it has succeeded (see :func:`connect_cache`).
+    """
 
     async def get_many(self, keys: Sequence[str]) -> list[float | None]:
         """The stored score of each key, None for a miss."""
@@ -67,15 +72,23 @@ def pair_key(prefix: str, document_sent: str) -> str:
 class InMemoryCache:
     """A least-recently-used cache in this process, bounded in entries and time.
 
-    Safe to share between clients and threads.
+    Safe to share between clients and threads. ``clock`` (seconds, never going back; default
+    :func:`time.monotonic`) dates the entries: pass another to control expiry, e.g. in tests.
     """
 
-    def __init__(self, max_entries: int = 100_000, ttl: float = 3600.0) -> None:
+    def __init__(
+        self,
+        max_entries: int = 100_000,
+        ttl: float = 3600.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_entries < 1 or not ttl > 0:
             raise ValueError("max_entries must be >= 1 and ttl > 0")
         self.max_entries = max_entries
         self.ttl = ttl
         self.timeout = 1.0
+        self._clock = clock
         self._entries: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -87,7 +100,7 @@ class InMemoryCache:
 
     async def get_many(self, keys: Sequence[str]) -> list[float | None]:
         """The stored score of each key, None for a miss or an expired entry."""
-        now = time.monotonic()
+        now = self._clock()
         found: list[float | None] = []
         with self._lock:
             for key in keys:
@@ -103,7 +116,7 @@ class InMemoryCache:
 
     async def set_many(self, scores: Mapping[str, float]) -> None:
         """Store scores; the least recently used go beyond ``max_entries``."""
-        expires = time.monotonic() + self.ttl
+        expires = self._clock() + self.ttl
         with self._lock:
             for key, score in scores.items():
                 self._entries[key] = (score, expires)
@@ -121,8 +134,24 @@ class RedisCache:
     """Scores in Redis (``redis.asyncio``), one keyspace for every process and machine.
 
     Keys are ``{namespace}:{sha256}``, values the score as text, each with ``ttl`` seconds to
-    live. ``timeout`` (default 50 ms) bounds every Redis operation: a down or slow Redis costs
-    a call at most that, then the call goes to the server. Needs the ``[redis]`` extra.
+    live. Needs the ``[redis]`` extra.
+
+    Two budgets. ``timeout`` (default 50 ms) bounds one Redis round trip: the MGET of a lookup
+    or the pipelined SETs of a store. A down or slow Redis costs a call at most that, then the
+    call goes to the server. ``connect_timeout`` (default 1 s) bounds the one-time set-up on
+    each event loop, which the client runs before the first timed operation: the connection
+    pool, the TCP connect and redis-py's handshake. In a fresh process these cost 30-40 ms on a
+    busy 2-core machine (redis-py's first connection alone reads the installed packages'
+    metadata for ~14 ms), against well under 1 ms for a loopback round trip: inside the 50 ms
+    they made a fresh process's first lookup time out, so it stored nothing.
+
+    Sizing for a Redis further away: ``timeout`` should cover the network round trip plus
+    Redis's own time for ``len(documents)`` keys, with room for jitter, e.g. about three times
+    the measured p99 of ``redis-cli --latency`` from the client's host (loopback: well under a
+    millisecond; same data centre: 1-2 ms; another region: tens of ms, so 0.2-0.3 s).
+    ``connect_timeout`` should cover a TCP (and TLS) handshake plus one round trip. It is paid
+    again only when set-up failed: a Redis that is down costs a call its ``connect_timeout`` at
+    most once a second (refused connections fail at once).
     """
 
     def __init__(
@@ -132,6 +161,7 @@ class RedisCache:
         namespace: str = "rerank",
         ttl: int = 86_400,
         timeout: float = 0.05,
+        connect_timeout: float = 1.0,
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
         try:
@@ -140,16 +170,17 @@ class RedisCache:
             raise ImportError(
                 "RedisCache needs redis: pip install 'rerank-plugins[redis]'"
             ) from exc
-        if ttl < 1 or not timeout > 0:
-            raise ValueError("ttl must be >= 1 second and timeout > 0")
+        if ttl < 1 or not timeout > 0 or not connect_timeout > 0:
+            raise ValueError("ttl must be >= 1 second, timeout and connect_timeout > 0")
         self._url = url
         self.namespace = namespace
         self.ttl = int(ttl)
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self._options = dict(client_options or {})
         # A redis.asyncio client belongs to one event loop; clients with their own I/O loops
         # may share this cache, so each loop gets its own connection pool.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -161,30 +192,48 @@ class RedisCache:
         where = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
         return f"RedisCache({where!r}, namespace={self.namespace!r}, ttl={self.ttl})"
 
-    async def _client(self) -> Any:
+    async def connect(self) -> None:
+        """Set up this loop's connection pool and open its first connection, once per loop.
+
+        Bounded by ``connect_timeout``, not ``timeout``; a no-op once it has succeeded.
+        Clients call it before each lookup; calling it yourself is optional.
+        """
+        pool = await self._pool()
+        if pool.connected:
+            return
+        async with pool.connecting:  # concurrent first calls share one set-up
+            if not pool.connected:
+                async with asyncio.timeout(self.connect_timeout):
+                    await pool.client.ping()
+                pool.connected = True
+
+    async def _pool(self) -> _LoopPool:
         import redis.asyncio  # type: ignore[import-not-found,unused-ignore]
 
         loop = asyncio.get_running_loop()
-        entry = self._clients.get(loop)
-        if entry is None:
-            client = redis.asyncio.Redis.from_url(
-                self._url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
+        pool = self._clients.get(loop)
+        if pool is None:
+            options = {
+                # Each operation is bounded by ``timeout`` (below, and again by the client);
+                # the handshake after a connect is bounded by ``connect_timeout``.
+                "socket_timeout": None,
+                "socket_connect_timeout": self.connect_timeout,
                 **self._options,
-            )
+            }
+            client = redis.asyncio.Redis.from_url(self._url, **options)
             # Closed when the loop ends (each asyncio.run), so no connection outlives it.
             guard = on_loop_end(self._close)
-            entry = self._clients[loop] = (client, guard)
+            pool = self._clients[loop] = _LoopPool(client, guard)
             await anext(guard)
-        return entry[0]
+        return pool
 
     def _key(self, key: str) -> str:
         return f"{self.namespace}:{key}"
 
     async def get_many(self, keys: Sequence[str]) -> list[float | None]:
         """One MGET for all keys; an unreadable value is a miss."""
-        values = await (await self._client()).mget([self._key(k) for k in keys])
+        async with asyncio.timeout(self.timeout):
+            values = await (await self._pool()).client.mget([self._key(k) for k in keys])
         found: list[float | None] = []
         for value in values:
             try:
@@ -195,18 +244,40 @@ class RedisCache:
 
     async def set_many(self, scores: Mapping[str, float]) -> None:
         """One pipelined SET ... EX ttl per score."""
-        pipe = (await self._client()).pipeline(transaction=False)
+        pipe = (await self._pool()).client.pipeline(transaction=False)
         for key, score in scores.items():
             pipe.set(self._key(key), repr(score), ex=self.ttl)
-        await pipe.execute()
+        async with asyncio.timeout(self.timeout):
+            await pipe.execute()
 
     async def aclose(self) -> None:
         """Close the connection pool of the running loop."""
-        entry = self._clients.get(asyncio.get_running_loop())
-        if entry is not None:
-            await entry[1].aclose()  # its guard closes the client
+        pool = self._clients.get(asyncio.get_running_loop())
+        if pool is not None:
+            await pool.guard.aclose()  # its guard closes the client
 
     async def _close(self) -> None:
-        entry = self._clients.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[0].aclose()
+        pool = self._clients.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.client.aclose()
+
+
+class _LoopPool:
+    """One loop's redis client, the guard that closes it, and whether it has connected."""
+
+    def __init__(self, client: Any, guard: AsyncGenerator[None, None]) -> None:
+        self.client = client
+        self.guard = guard
+        self.connected = False
+        self.connecting = asyncio.Lock()
+
+
+async def connect_cache(cache: ScoreCache) -> None:
+    """Run a cache's one-time set-up (``connect()``, under its own bound) if it has one.
+
+    A client calls this before each timed lookup, so that ``timeout`` bounds the round trip
+    alone. A cache of your own needs no ``connect``.
+    """
+    connect = getattr(cache, "connect", None)
+    if connect is not None:
+        await connect()

@@ -1,6 +1,7 @@
 """The score cache against real servers: all-MiniLM-L6-v2 on vLLM and a real redis-server.
 
-Cached answers equal uncached ones; only misses are sent; two processes share one Redis; a
+Cached answers equal uncached ones; only misses are sent; two fresh processes share one Redis
+(the second sends no scoring request: counted by a loopback proxy); a
 Redis killed mid-run costs each call at most the cache timeout and one warning, and the cache
 works again after a restart; keys follow everything a score depends on; Redis holds only
 scores with a TTL; identical concurrent misses become one request; errors and fail-open
@@ -28,7 +29,9 @@ import httpx
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
+from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, FaultProxy
 from support.redis_server import RedisServer, free_port, session_redis
+from support.servers import REPO_ROOT
 
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankError
 from rerank_plugins._engine import CACHE_PAUSE_SECONDS
@@ -184,38 +187,58 @@ async def test_only_misses_are_sent(
     assert result.scores == sorted(result.scores, reverse=True)
 
 
-def test_two_processes_share_one_redis(
-    minilm_server: Any, redis_server: RedisServer, namespace: str, tmp_path: Any
+# One fresh process: the default 50 ms budget, its logging on stderr, this tree's package.
+FRESH_PROCESS = """\
+import json, logging, sys
+from rerank_plugins import RerankClient
+from rerank_plugins.cache import RedisCache
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+url, redis_url, ns, query, docs = sys.argv[1:5] + [json.loads(sys.argv[5])]
+with RerankClient(url, cache=RedisCache(redis_url, namespace=ns)) as client:
+    result = client.rerank(query, docs)
+print(json.dumps([[item.index, item.score] for item in result]))
+"""
+
+
+def test_two_fresh_processes_share_one_redis(
+    minilm_server: Any,
+    plain: RerankClient,
+    redis_server: RedisServer,
+    namespace: str,
+    tmp_path: Any,
 ) -> None:
-    code = (
-        "import json, sys\n"
-        "from rerank_plugins import RerankClient\n"
-        "from rerank_plugins.cache import RedisCache\n"
-        "url, redis_url, ns, query, docs = sys.argv[1:4] + [sys.argv[4], json.loads(sys.argv[5])]\n"
-        "with RerankClient(url, cache=RedisCache(redis_url, namespace=ns, timeout=2.0)) as c:\n"
-        "    r = c.rerank(query, docs)\n"
-        "print(json.dumps([[i.index, i.score] for i in r]))\n"
-    )
-    argv = [minilm_server.base_url, redis_server.url, namespace, QUERY, json.dumps(DOCS)]
-    # From a directory without the source tree: the child imports the installed package.
-    done = subprocess.run(
-        [sys.executable, "-c", code, *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    theirs = [tuple(pair) for pair in json.loads(done.stdout)]
-    transport = CountingTransport()
-    # A generous timeout, as in process A: on a loaded machine a 50 ms lookup can time out,
-    # and this test is about sharing, not about timeouts.
-    cache = RedisCache(redis_server.url, namespace=namespace, timeout=2.0)
-    with RerankClient(minilm_server.base_url, cache=cache, transport=transport) as client:
-        mine = client.rerank(QUERY, DOCS)
-    assert transport.posts() == [], "process B asked the server for pairs process A stored"
-    assert ranking(mine) == theirs
+    """The second of two fresh processes sends no scoring request: the first one's lookup
+    fits its 50 ms budget (set-up is bounded apart), and its scores are stored."""
+    docs = [f"{doc} (note {n})" for n in range(5) for doc in DOCS]  # 40 documents
+    proxy = FaultProxy(minilm_server.base_url).start()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # this tree's package
+    argv = [proxy.url, redis_server.url, namespace, QUERY, json.dumps(docs)]
+    scoring_requests, rankings = [], []
+    try:
+        for _ in range(2):
+            proxy.reset_stats()
+            done = subprocess.run(
+                [sys.executable, "-c", FRESH_PROCESS, *argv],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=tmp_path,
+                env=env,
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert "rerank_plugins: cache" not in done.stderr, done.stderr[-3000:]  # none failed
+            scoring_requests.append(proxy.stats.hits(RERANK_PATHS + SCORE_PATHS))
+            rankings.append([tuple(pair) for pair in json.loads(done.stdout)])
+    finally:
+        proxy.stop()
+    # Each process posts the one-pair capability probe once; only the first scores the 40.
+    first, second = scoring_requests
+    assert second == 1, f"the second process sent {second - 1} scoring request(s)"
+    assert first > second
+    assert rankings[0] == rankings[1]
+    expected = plain.rerank(QUERY, docs)
+    assert [index for index, _ in rankings[1]] == expected.indices
+    assert [score for _, score in rankings[1]] == pytest.approx(expected.scores, abs=1e-5)
 
 
 # --- a Redis that dies -------------------------------------------------------------------------
@@ -227,6 +250,25 @@ def cache_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
         for r in caplog.records
         if r.name == "rerank_plugins" and r.levelno >= logging.WARNING and "cache" in r.message
     ]
+
+
+def time_cache_operations(cache: RedisCache) -> list[float]:
+    """Time every later operation of ``cache``; the returned list gets one entry each."""
+    spent: list[float] = []
+
+    def timed(operation: Any) -> Any:
+        async def run(*args: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await operation(*args)
+            finally:
+                spent.append(time.perf_counter() - start)
+
+        return run
+
+    for name in ("connect", "get_many", "set_many"):
+        setattr(cache, name, timed(getattr(cache, name)))
+    return spent
 
 
 def test_redis_killed_mid_run(
@@ -282,23 +324,17 @@ def test_redis_killed_mid_run(
         )
         assert errors_counted is not None and errors_counted >= 1
 
-        # What a dead Redis costs each call: the same call with and without the cache,
-        # interleaved, best of three each (the server's own latency varies on a busy machine).
-        # The cache's timeout plus room for the server's own jitter on a loaded 2-core machine;
+        # What a dead Redis costs each call: the time the client spends in the cache, timed
+        # around each cache operation (not around the call, so the server's own jitter on a
+        # loaded machine is no part of it). The engine bounds each by the cache's timeout;
         # a cache that waited on a dead Redis (seconds of connect retries) would blow it.
-        budget = cache.timeout + 0.5
-        for n in range(4):
-            q = f"{QUERY} (dead redis {n})"
-            with_cache, without = [], []
-            for _ in range(3):
-                start = time.perf_counter()
-                client.rerank(q, DOCS)
-                with_cache.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                plain.rerank(q, DOCS)
-                without.append(time.perf_counter() - start)
-            overhead = min(with_cache) - min(without)
-            assert overhead < budget, f"a dead Redis cost {overhead:.3f}s per call"
+        spent = time_cache_operations(cache)
+        for n in range(12):
+            spent.clear()
+            result = client.rerank(f"{QUERY} (dead redis {n})", DOCS)
+            assert sorted(result.indices) == list(range(len(DOCS)))
+            # A lookup and its store, each within the timeout, plus the loop's own scheduling.
+            assert sum(spent) < 2 * cache.timeout + 0.25, f"a dead Redis cost {spent} s"
         assert len(cache_warnings(caplog)) == 1, "warned more than once"
 
         # Redis is back (empty): stores and hits resume. The first call may still meet a
@@ -482,16 +518,20 @@ def test_in_memory_cache_is_lru_bounded() -> None:
 
 
 def test_in_memory_cache_entries_expire() -> None:
-    cache = InMemoryCache(ttl=0.2)
+    now = [100.0]
+    cache = InMemoryCache(ttl=60, clock=lambda: now[0])
 
     async def run() -> None:
         await cache.set_many({"a": 0.5})
-        assert await cache.get_many(["a", "b"]) == [0.5, None]
-        await asyncio.sleep(0.3)
-        assert await cache.get_many(["a"]) == [None]
-        assert len(cache) == 0  # the expired entry is gone, not just hidden
-        await cache.set_many({"a": 0.25})
-        assert await cache.get_many(["a"]) == [0.25]
+        now[0] += 59.9
+        assert await cache.get_many(["a", "b"]) == [0.5, None]  # a read does not renew it
+        await cache.set_many({"b": 0.75})
+        now[0] += 0.1  # a's 60 s are up; b has 59.9 left
+        assert await cache.get_many(["a", "b"]) == [None, 0.75]
+        assert len(cache) == 1  # the expired entry is gone, not just hidden
+        await cache.set_many({"a": 0.25})  # stored again: a fresh TTL
+        now[0] += 59.9
+        assert await cache.get_many(["a", "b"]) == [0.25, None]
 
     asyncio.run(run())
 

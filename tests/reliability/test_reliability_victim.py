@@ -75,13 +75,14 @@ def test_sigkill_mid_call_is_a_connection_error_fast(victim, ledger):
     )
     docs = [f"document {i} about Paris and France" for i in range(400)]
     stop = threading.Event()
+    batches_back = threading.Event()  # a batch has come back: the call's batches are going out
     outcome: dict[str, Any] = {}
 
     def caller() -> None:
         calls = 0
         while not stop.is_set():
             try:
-                client.rerank(QUERY, docs)
+                client.rerank(QUERY, docs, on_progress=lambda done, total: batches_back.set())
                 calls += 1
             except BaseException as exc:
                 outcome["error"], outcome["at"], outcome["calls"] = exc, time.monotonic(), calls
@@ -89,7 +90,8 @@ def test_sigkill_mid_call_is_a_connection_error_fast(victim, ledger):
 
     thread = threading.Thread(target=caller)
     thread.start()
-    time.sleep(1.5)  # calls in flight, batches going out
+    # Killed in the middle of a call: one of its 100 batches is back, the rest are in flight.
+    assert batches_back.wait(120), outcome.get("error")
     killed_at = time.monotonic()
     victim.kill()
     thread.join(30)

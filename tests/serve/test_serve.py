@@ -617,7 +617,7 @@ def _start_cli(
 ) -> tuple[subprocess.Popen[str], int, list[str]]:
     """Start rerank-serve on the tiny model; return it, the vLLM PID, and lines read so far."""
     model = REPO_ROOT / "tests" / "artifacts" / "tiny-qwen3-reranker"
-    build = REPO_ROOT / "tests" / "support" / "build_tiny_qwen3_reranker.py"
+    build = REPO_ROOT / "tests" / "support" / "tiny_models.py"
     subprocess.run([_vllm_py(), str(build), str(model)], check=True, capture_output=True)
     cmd = [sys.executable, "-u", "-m", "rerank_plugins.serve", str(model), "--python", _vllm_py()]
     cmd += ["--cache-dir", str(VLLM_CACHE), "--log-path", str(tmp_path / "vllm.log"), *extra]

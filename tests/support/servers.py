@@ -86,28 +86,30 @@ def _run_py(args: list[str], *, stdin: str | None = None, timeout: float = 600) 
     return proc.stdout
 
 
+def _build_tiny(family: str, out_dir: Path) -> Path:
+    """Build one family's tiny model (tiny_models.py, in the vLLM venv) unless it is built."""
+    _run_py([str(SUPPORT_DIR / "tiny_models.py"), family, str(out_dir)])
+    return out_dir
+
+
 def build_tiny_model() -> Path:
     """Build the tiny Qwen3 reranker once (cached in tests/artifacts) and return its dir."""
-    _run_py([str(SUPPORT_DIR / "build_tiny_qwen3_reranker.py"), str(TINY_MODEL_DIR)])
-    return TINY_MODEL_DIR
+    return _build_tiny("qwen3-reranker", TINY_MODEL_DIR)
 
 
 def build_tiny_mxbai() -> Path:
     """Build the tiny mxbai-rerank-v2 look-alike once (Qwen2, "0"/"1" tokens) and return it."""
-    _run_py([str(SUPPORT_DIR / "build_tiny_mxbai_rerank_v2.py"), str(TINY_MXBAI_DIR)])
-    return TINY_MXBAI_DIR
+    return _build_tiny("mxbai", TINY_MXBAI_DIR)
 
 
 def build_tiny_bge_gemma() -> Path:
     """Build the tiny bge-reranker-v2-gemma look-alike once (Gemma, <bos>, "Yes")."""
-    _run_py([str(SUPPORT_DIR / "build_tiny_bge_reranker_v2_gemma.py"), str(TINY_BGE_GEMMA_DIR)])
-    return TINY_BGE_GEMMA_DIR
+    return _build_tiny("bge-gemma", TINY_BGE_GEMMA_DIR)
 
 
 def build_tiny_jina_v3() -> Path:
     """Build the tiny jina-reranker-v3 look-alike once (JinaForRanking, listwise, ~40 MB)."""
-    _run_py([str(SUPPORT_DIR / "build_tiny_jina_reranker_v3.py"), str(TINY_JINA_V3_DIR)])
-    return TINY_JINA_V3_DIR
+    return _build_tiny("jina-v3", TINY_JINA_V3_DIR)
 
 
 def plain_model_dir() -> Path:
