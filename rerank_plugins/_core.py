@@ -430,14 +430,13 @@ def next_retry_delay(
     config: RerankConfig,
     attempt: int,
     retry_after: str | None,
-    deadline_at: float | None,
-    now: float,
+    time_left: float | None,
 ) -> float | None:
     """The wait before retry ``attempt``, or None when retries or the deadline are spent."""
     if attempt > config.max_retries:
         return None
     delay = retry_delay(config, attempt, retry_after)
-    if deadline_at is not None and now + delay >= deadline_at:
+    if time_left is not None and delay >= time_left:
         return None
     return delay
 

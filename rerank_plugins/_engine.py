@@ -11,12 +11,10 @@ their waits) runs inside one ``asyncio.timeout``, so ``deadline`` is a total tim
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -55,38 +53,65 @@ CACHE_PAUSE_SECONDS = 1.0
 _NO_ROUTE = frozenset({404, 405})
 
 
-@dataclass
-class _Activity:
-    """What a call is doing now (for a deadline error's message) and who watches it."""
+class CallContext:
+    """One call's state, handed down as one object: its pool, deadline, watchers and server.
 
-    pool: Pool
-    now: str = "starting"
-    scope: CallScope = SILENT
-
-
-_ACTIVITY: contextvars.ContextVar[_Activity] = contextvars.ContextVar("rerank_activity")
-
-
-class _Bounds:
-    """``async with _Bounds(engine) as deadline_at``: one call's deadline and activity.
-
-    A class rather than an ``async def`` wrapper: it adds no frame that every resumption of
-    the call's innermost await would pass through.
+    ``async with CallContext(...)`` runs the call under its deadline (``asyncio.timeout``), so
+    every await inside it, retries and their waits included, counts against ``deadline``; on
+    expiry the error names what the call was ``doing``. A class rather than an ``async def``
+    wrapper: it adds no frame that every resumption of the call's innermost await passes.
     """
 
-    def __init__(self, engine: Engine, scope: CallScope = SILENT) -> None:
-        self._engine = engine
-        self._activity = _Activity(engine._pool_here(), scope=scope)
+    __slots__ = (
+        "_limiter",
+        "_timer",
+        "config",
+        "doing",
+        "info",
+        "model",
+        "on_progress",
+        "pool",
+        "request_id",
+        "scope",
+    )
+
+    def __init__(
+        self,
+        config: RerankConfig,
+        pool: Pool,
+        scope: CallScope = SILENT,
+        request_id: str = "",
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.pool = pool  # the running loop's: home's or the I/O thread's
+        self.scope = scope  # metrics and tracing of this call
+        self.request_id = request_id  # X-Request-Id stem; each batch adds "-<number>"
+        self.on_progress = on_progress
+        self.info: ServerInfo | None = None  # what the server is, once learnt
+        self.model = config.model or ""  # the model asked for, once known
+        self.doing = "starting"  # for the deadline's message
+        self._limiter: asyncio.Semaphore | None = None
         self._timer: asyncio.Timeout | None = None
 
-    async def __aenter__(self) -> float | None:
-        self._token = _ACTIVITY.set(self._activity)
-        deadline = self._engine.config.deadline
-        if deadline is None:
-            return None
-        self._timer = asyncio.timeout(deadline)
-        await self._timer.__aenter__()
-        return asyncio.get_running_loop().time() + deadline
+    @property
+    def limiter(self) -> asyncio.Semaphore:
+        """At most ``max_concurrency`` of this call's requests in flight (made on first use)."""
+        if self._limiter is None:
+            self._limiter = asyncio.Semaphore(self.config.max_concurrency)
+        return self._limiter
+
+    def time_left(self) -> float | None:
+        """Seconds until the deadline; None without one."""
+        when = self._timer.when() if self._timer is not None else None
+        return None if when is None else when - asyncio.get_running_loop().time()
+
+    async def __aenter__(self) -> CallContext:
+        deadline = self.config.deadline
+        if deadline is not None:
+            self._timer = asyncio.timeout(deadline)
+            await self._timer.__aenter__()
+        return self
 
     async def __aexit__(
         self,
@@ -94,19 +119,19 @@ class _Bounds:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        timer = self._timer
+        if timer is None:
+            return
         try:
-            if self._timer is not None:
-                # On expiry it turns the call's cancellation into TimeoutError.
-                await self._timer.__aexit__(exc_type, exc, tb)
+            # On expiry it turns the call's cancellation into TimeoutError.
+            await timer.__aexit__(exc_type, exc, tb)
         except TimeoutError:
-            if self._timer is None or not self._timer.expired():
+            if not timer.expired():
                 raise
             raise RerankTimeoutError(
-                f"deadline of {self._engine.config.deadline:g}s passed during {self._activity.now}",
-                url=self._engine.base_url,
+                f"deadline of {self.config.deadline:g}s passed during {self.doing}",
+                url=self.config.base_url,
             ) from None
-        finally:
-            _ACTIVITY.reset(self._token)
 
 
 class Engine:
@@ -220,11 +245,11 @@ class Engine:
 
     async def send(
         self,
+        ctx: CallContext,
         method: str,
         path: str,
         payload: dict[str, Any] | None,
-        request_id: str | None,
-        deadline_at: float | None,
+        request_id: str | None = None,
         *,
         auth: bool = True,
         routing_key: str | None = None,
@@ -237,18 +262,15 @@ class Engine:
             headers["X-Request-Id"] = request_id
         if routing_key is not None and self.config.routing_header:
             headers[self.config.routing_header] = routing_key
-        activity = _ACTIVITY.get(None)
-        pool = activity.pool if activity is not None else self._pool_here()
-        scope = activity.scope if activity is not None else SILENT
+        pool = ctx.pool
+        scope = ctx.scope
         pool.http()
         slots = pool.slots
         assert slots is not None
         timeout = self.config.timeout
-        loop = asyncio.get_running_loop()
         attempt = 0
         while True:
-            if activity is not None:
-                activity.now = f"{method} {url}"
+            ctx.doing = f"{method} {url}"
             retry_after = None
             error: RerankError
             reason = "timeout"
@@ -287,9 +309,7 @@ class Engine:
                 retry_after = response.headers.get("retry-after")
                 reason = str(response.status_code)
             attempt += 1
-            delay = _core.next_retry_delay(
-                self.config, attempt, retry_after, deadline_at, loop.time()
-            )
+            delay = _core.next_retry_delay(self.config, attempt, retry_after, ctx.time_left())
             if delay is None:
                 raise error
             scope.retry(reason)
@@ -298,34 +318,34 @@ class Engine:
 
     # -- what the server is, once per engine -------------------------------------------
 
-    async def server_info(self, deadline_at: float | None) -> ServerInfo:
+    async def server_info(self, ctx: CallContext) -> ServerInfo:
         """``/version``, ``/v1/models`` and the prompt probe, once (concurrent first use waits)."""
         if self.info is not None:
             return self.info
-        pool = _ACTIVITY.get().pool
+        pool = ctx.pool
         pool.http()
         lock = pool.info_lock
         assert lock is not None
         async with lock:
             if self.info is None:
-                self.info = await self._learn(deadline_at)
+                self.info = await self._learn(ctx)
         return self.info
 
-    async def _optional(self, path: str, deadline_at: float | None) -> bytes | None:
+    async def _optional(self, ctx: CallContext, path: str) -> bytes | None:
         try:
-            return await self.send("GET", path, None, None, deadline_at)
+            return await self.send(ctx, "GET", path, None)
         except RerankStatusError as exc:
             if exc.status_code in _NO_ROUTE:
                 return None  # a gateway or an old server without it: the feature is unknown
             raise
 
-    async def _learn(self, deadline_at: float | None) -> ServerInfo:
+    async def _learn(self, ctx: CallContext) -> ServerInfo:
         config = self.config
-        version_text = await self._optional("/version", deadline_at)
+        version_text = await self._optional(ctx, "/version")
         version = (
             _core.parse_version(self.base_url + "/version", version_text) if version_text else None
         )
-        models_text = await self._optional("/v1/models", deadline_at)
+        models_text = await self._optional(ctx, "/v1/models")
         entry = (
             _core.parse_models(self.base_url + "/v1/models", models_text, config.model)
             if models_text
@@ -337,7 +357,7 @@ class Engine:
                 "no model: pass model=... or set RERANK_MODEL (the server listed none)"
             )
         root = entry.root if entry else None
-        detection, auth_enforced = await self._probe(model, deadline_at)
+        detection, auth_enforced = await self._probe(ctx, model)
         mode, why = _detect.resolve_mode(
             config.prompt_mode,
             detection,
@@ -345,7 +365,7 @@ class Engine:
             self.base_url,
         )
         if mode == "client":
-            await self._check_chat_tokens(model, deadline_at)
+            await self._check_chat_tokens(ctx, model)
         if config.truncate and (entry is None or entry.max_model_len is None):
             self._warn_once(
                 "no-window",
@@ -378,14 +398,14 @@ class Engine:
             auth_enforced=auth_enforced,
         )
 
-    async def _check_chat_tokens(self, model: str, deadline_at: float | None) -> None:
+    async def _check_chat_tokens(self, ctx: CallContext, model: str) -> None:
         """Refuse client-side formatting for a model whose tokenizer lacks Qwen's chat tokens.
 
         Such a model was not trained on the prompt: MiniLM wrapped in it scores nonsense.
         """
         marker = "<|im_start|>"
         try:
-            tokens = await self._tokens(model, marker, deadline_at)
+            tokens = await self._tokens(ctx, model, marker)
         except RerankStatusError as exc:
             if exc.status_code in _NO_ROUTE:
                 return  # no tokenizer to ask: trust the setting
@@ -397,9 +417,7 @@ class Engine:
                 "it is not a Qwen3-Reranker. Set prompt_mode='auto'."
             )
 
-    async def _probe(
-        self, model: str, deadline_at: float | None
-    ) -> tuple[_detect.Detection, bool | None]:
+    async def _probe(self, ctx: CallContext, model: str) -> tuple[_detect.Detection, bool | None]:
         """Post the probe pair; with an API key, first without it to see the route is guarded."""
         route = self.config.route
         url = self.base_url + route
@@ -413,7 +431,7 @@ class Engine:
         body: bytes | None = None
         for with_key in [False, True] if self.config.api_key else [True]:
             try:
-                body = await self.send("POST", route, payload, None, deadline_at, auth=with_key)
+                body = await self.send(ctx, "POST", route, payload, auth=with_key)
             except RerankStatusError as exc:
                 if not with_key:
                     # Refused without the key: guarded. Any other failure (a gateway answering
@@ -439,9 +457,9 @@ class Engine:
 
     # -- one call -----------------------------------------------------------------------
 
-    async def call(
+    async def execute(
         self,
-        endpoint: _core.Endpoint[R],
+        route: _core.Endpoint[R],
         query: str,
         docs: list[DocumentInput],
         images: bool,
@@ -453,12 +471,11 @@ class Engine:
         if self.config.model is None and self.info is None and self._instruments.active:
             await self.learn()  # the model's name labels the call's metrics and span
         model = self.config.model or (self.info.model if self.info else "") or "unknown"
-        scope = self._instruments.start_call(endpoint.path, model, len(docs))
+        scope = self._instruments.start_call(route.path, model, len(docs))
         try:
-            async with _Bounds(self, scope) as deadline_at:
-                result = await self._call(
-                    endpoint, query, docs, images, instruction, on_progress, request_id, deadline_at
-                )
+            ctx = CallContext(self.config, self._pool_here(), scope, request_id, on_progress)
+            async with ctx:
+                result = await self._answer(ctx, route, query, docs, images, instruction)
         except BaseException as exc:
             scope.finish(exc)
             raise
@@ -469,126 +486,110 @@ class Engine:
         self, query: str, docs: list[DocumentInput], instruction: str | None
     ) -> PreparedCall:
         """The texts a call would send, after detection and truncation."""
-        async with _Bounds(self) as deadline_at:
-            info = await self.server_info(deadline_at)
-            limiter = asyncio.Semaphore(self.config.max_concurrency)
-            return await self._prepare(info, query, docs, instruction, limiter, deadline_at)
+        async with CallContext(self.config, self._pool_here()) as ctx:
+            ctx.info = await self.server_info(ctx)
+            ctx.model = self.config.model or ctx.info.model
+            return await self._prepare(ctx, query, docs, instruction)
 
     async def learn(self) -> ServerInfo:
         """The server info, under the deadline."""
-        async with _Bounds(self) as deadline_at:
-            return await self.server_info(deadline_at)
+        async with CallContext(self.config, self._pool_here()) as ctx:
+            return await self.server_info(ctx)
 
-    async def _call(
+    async def _answer(
         self,
-        endpoint: _core.Endpoint[R],
+        ctx: CallContext,
+        route: _core.Endpoint[R],
         query: str,
         docs: list[DocumentInput],
         images: bool,
         instruction: str | None,
-        on_progress: ProgressCallback | None,
-        request_id: str,
-        deadline_at: float | None,
     ) -> R:
-        info = self.info or await self.server_info(deadline_at)
-        model = self.config.model or info.model
+        info = ctx.info = self.info or await self.server_info(ctx)
+        model = ctx.model = self.config.model or info.model
         if images:
             # A model of no known family is taken as text-only: images need a family that says
             # how the server renders them.
             check_images_allowed(
                 query, docs, model_name=model, model_root=info.model_root, unknown_ok=False
             )
-        limiter = asyncio.Semaphore(self.config.max_concurrency)
         cache = None if info.listwise else self.config.cache
         if cache is None:
-            call = await self._prepare(info, query, docs, instruction, limiter, deadline_at)
-            parts = await self._send_batches(
-                endpoint, model, call, docs, limiter, request_id, on_progress, deadline_at
-            )
-            return endpoint.result(parts, model, request_id)
+            prepared = await self._prepare(ctx, query, docs, instruction)
+            parts = await self._send_batches(ctx, route, prepared, docs)
+            return route.result(parts, model, ctx.request_id)
         # Keys from the caller's text: the key covers all a cut depends on (window, what the
         # server adds, mode, instruction, query), so only misses are tokenized and cut.
         keys = self._pair_keys(info, query, instruction or self.config.instruction, docs)
-        scores: list[float | None] = await self._cache_get(cache, keys)
+        scores: list[float | None] = await self._cache_get(ctx, cache, keys)
         misses = [i for i, score in enumerate(scores) if score is None]
-        _ACTIVITY.get().scope.cache(len(keys) - len(misses), len(misses))
+        ctx.scope.cache(len(keys) - len(misses), len(misses))
         usage = Usage()
         served = model
         if misses:
             fetched, usage, served = await self._fetch_once(
-                endpoint,
-                model,
-                info,
-                query,
-                instruction,
-                docs,
-                keys,
-                misses,
-                limiter,
-                request_id,
-                on_progress,
-                deadline_at,
+                ctx, route, query, instruction, docs, keys, misses
             )
             for i, score in zip(misses, fetched, strict=True):
                 scores[i] = score
-            await self._cache_set(cache, {keys[i]: fetched[n] for n, i in enumerate(misses)})
-        elif on_progress is not None:
-            on_progress(1, 1)
-        return endpoint.from_scores(
-            [s for s in scores if s is not None], docs, served, usage, request_id
+            await self._cache_set(ctx, cache, {keys[i]: fetched[n] for n, i in enumerate(misses)})
+        elif ctx.on_progress is not None:
+            ctx.on_progress(1, 1)
+        return route.from_scores(
+            [s for s in scores if s is not None], docs, served, usage, ctx.request_id
         )
 
     async def _send_batches(
         self,
-        endpoint: _core.Endpoint[R],
-        model: str,
-        call: PreparedCall,
+        ctx: CallContext,
+        route: _core.Endpoint[R],
+        prepared: PreparedCall,
         originals: Sequence[DocumentInput],
-        limiter: asyncio.Semaphore,
-        request_id: str,
-        on_progress: ProgressCallback | None,
-        deadline_at: float | None,
     ) -> list[Any]:
-        """Every batch of ``call``, at most ``max_concurrency`` in flight; parsed parts."""
+        """Every batch of ``prepared``, at most ``max_concurrency`` in flight; parsed parts."""
         # A listwise model scores the list as a whole: splitting it would change every score.
         batch_size = (
             None if self.info is not None and self.info.listwise else self.config.max_batch_size
         )
-        batches = _core.plan_batches(call.documents, batch_size)
-        url = self.base_url + endpoint.path
-        scope = _ACTIVITY.get().scope
+        batches = _core.plan_batches(prepared.documents, batch_size)
+        url = self.base_url + route.path
+        scope = ctx.scope
+        model = ctx.model
+        request_id = ctx.request_id
+        on_progress = ctx.on_progress
         # One query's batches share a key, so a consistent-hash router keeps them on the
         # replica whose prefix cache holds the query.
-        routing_key = _core.routing_key(call.query) if self.config.routing_header else None
+        routing_key = _core.routing_key(prepared.query) if self.config.routing_header else None
         if len(batches) == 1:  # the common case, without a task or a limiter
             with scope.batch(len(batches[0].texts)):
                 body = await self.send(
+                    ctx,
                     "POST",
-                    endpoint.path,
-                    endpoint.payload(model, call, batches[0]),
+                    route.path,
+                    route.payload(model, prepared, batches[0]),
                     f"{request_id}-0",
-                    deadline_at,
                     routing_key=routing_key,
                 )
-            part = endpoint.parse(url, body, batches[0], originals)
+            part = route.parse(url, body, batches[0], originals)
             if on_progress is not None:
                 on_progress(1, 1)
             return [part]
         done = 0
+        limiter = ctx.limiter
 
         async def run(number: int, batch: _core.Batch) -> Any:
             nonlocal done
             async with limiter:
                 with scope.batch(len(batch.texts)):
                     body = await self.send(
+                        ctx,
                         "POST",
-                        endpoint.path,
-                        endpoint.payload(model, call, batch),
+                        route.path,
+                        route.payload(model, prepared, batch),
                         f"{request_id}-{number}",
-                        deadline_at,
                         routing_key=routing_key,
                     )
-            part = endpoint.parse(url, body, batch, originals)
+            part = route.parse(url, body, batch, originals)
             done += 1
             if on_progress is not None:
                 on_progress(done, len(batches))
@@ -619,7 +620,9 @@ class Engine:
         )
         return [pair_key(prefix, _core.document_identity(doc)) for doc in docs]
 
-    async def _cache_get(self, cache: ScoreCache, keys: list[str]) -> list[float | None]:
+    async def _cache_get(
+        self, ctx: CallContext, cache: ScoreCache, keys: list[str]
+    ) -> list[float | None]:
         if asyncio.get_running_loop().time() < self._cache_down_until:
             return [None] * len(keys)  # failed a moment ago: do not pay its timeout again
         try:
@@ -631,20 +634,22 @@ class Engine:
                 s if isinstance(s, int | float) and not isinstance(s, bool) else None for s in found
             ]
         except Exception as exc:  # a cache never fails a call
-            self._cache_failed("lookup", cache, exc)
+            self._cache_failed(ctx, "lookup", cache, exc)
             return [None] * len(keys)
 
-    async def _cache_set(self, cache: ScoreCache, scores: dict[str, float]) -> None:
+    async def _cache_set(
+        self, ctx: CallContext, cache: ScoreCache, scores: dict[str, float]
+    ) -> None:
         if asyncio.get_running_loop().time() < self._cache_down_until:
             return
         try:
             async with asyncio.timeout(cache.timeout):
                 await cache.set_many(scores)
         except Exception as exc:  # a cache never fails a call
-            self._cache_failed("store", cache, exc)
+            self._cache_failed(ctx, "store", cache, exc)
 
-    def _cache_failed(self, what: str, cache: ScoreCache, exc: Exception) -> None:
-        _ACTIVITY.get().scope.cache_error()
+    def _cache_failed(self, ctx: CallContext, what: str, cache: ScoreCache, exc: Exception) -> None:
+        ctx.scope.cache_error()
         # Leave a failing cache alone for a second, so that a dead Redis costs one call in a
         # second its timeout rather than every call.
         self._cache_down_until = asyncio.get_running_loop().time() + CACHE_PAUSE_SECONDS
@@ -660,22 +665,17 @@ class Engine:
 
     async def _fetch_once(
         self,
-        endpoint: _core.Endpoint[R],
-        model: str,
-        info: ServerInfo,
+        ctx: CallContext,
+        route: _core.Endpoint[R],
         query: str,
         instruction: str | None,
         docs: list[DocumentInput],
         keys: list[str],
         misses: list[int],
-        limiter: asyncio.Semaphore,
-        request_id: str,
-        on_progress: ProgressCallback | None,
-        deadline_at: float | None,
     ) -> tuple[list[float], Usage, str]:
         """Scores of the missed pairs; a pair another call is fetching is waited for."""
         loop = asyncio.get_running_loop()
-        inflight = _ACTIVITY.get().pool.inflight
+        inflight = ctx.pool.inflight
         owned: list[int] = []
         waiting: list[tuple[int, asyncio.Future[float]]] = []
         futures: dict[str, asyncio.Future[float]] = {}
@@ -688,27 +688,16 @@ class Engine:
                 future.add_done_callback(_retrieve)
                 inflight[keys[i]] = futures[keys[i]] = future
                 owned.append(i)
-        usage, served = Usage(), model
+        usage, served = Usage(), ctx.model
         scores: dict[int, float] = {}
         try:
             if owned:
                 owned_docs = [docs[i] for i in owned]
-                sub = await self._prepare(
-                    info, query, owned_docs, instruction, limiter, deadline_at
-                )
-                every = endpoint.every()
-                parts = await self._send_batches(
-                    every,
-                    model,
-                    sub,
-                    owned_docs,
-                    limiter,
-                    request_id,
-                    on_progress,
-                    deadline_at,
-                )
-                fetched = every.scores(parts, len(owned))
-                usage, served = _core.usage_and_model(parts, model)
+                prepared = await self._prepare(ctx, query, owned_docs, instruction)
+                uncut = route.every()
+                parts = await self._send_batches(ctx, uncut, prepared, owned_docs)
+                fetched = uncut.scores(parts, len(owned))
+                usage, served = _core.usage_and_model(parts, ctx.model)
                 for i, score in zip(owned, fetched, strict=True):
                     scores[i] = score
                     if not futures[keys[i]].done():
@@ -735,19 +724,9 @@ class Engine:
                     raise
                 refetch.append(i)  # the call fetching it was cancelled: fetch it here
         if refetch:
+            ctx.on_progress = None  # the first fetch reported this call's progress
             more, more_usage, _ = await self._fetch_once(
-                endpoint,
-                model,
-                info,
-                query,
-                instruction,
-                docs,
-                keys,
-                refetch,
-                limiter,
-                request_id,
-                None,
-                deadline_at,
+                ctx, route, query, instruction, docs, keys, refetch
             )
             scores.update(zip(refetch, more, strict=True))
             usage += more_usage
@@ -757,28 +736,27 @@ class Engine:
 
     async def _prepare(
         self,
-        info: ServerInfo,
+        ctx: CallContext,
         query: str,
         docs: list[DocumentInput],
         instruction: str | None,
-        limiter: asyncio.Semaphore,
-        deadline_at: float | None,
     ) -> PreparedCall:
+        info = ctx.info
+        assert info is not None
         mode = info.prompt_mode or "raw"
         instruction = instruction or self.config.instruction
         if self.config.truncate and info.max_model_len and docs:
-            docs = await self._fit(info, mode, query, docs, instruction, limiter, deadline_at)
+            docs = await self._fit(ctx, info, mode, query, docs, instruction)
         return _core.prepare_call(mode, query, docs, instruction, info.supports_instruction)
 
     async def _fit(
         self,
+        ctx: CallContext,
         info: ServerInfo,
         mode: str,
         query: str,
         docs: list[DocumentInput],
         instruction: str | None,
-        limiter: asyncio.Semaphore,
-        deadline_at: float | None,
     ) -> list[DocumentInput]:
         """Cut documents that would overflow the window, so the prompt's end stays intact.
 
@@ -803,9 +781,9 @@ class Engine:
         ]
         if not long or not self._can_tokenize:
             return docs
-        model = self.config.model or info.model
+        model = ctx.model
         try:
-            side_tokens = len(await self._tokens(model, side + wrapper, deadline_at))
+            side_tokens = len(await self._tokens(ctx, model, side + wrapper))
         except RerankStatusError as exc:
             if exc.status_code not in _NO_ROUTE:
                 raise
@@ -827,25 +805,26 @@ class Engine:
         fitted = list(docs)
 
         texts = {i: doc for i in long if isinstance(doc := docs[i], str)}
+        limiter = ctx.limiter
 
         async def cut(i: int) -> None:
             async with limiter:
-                fitted[i] = await self._cut_to(model, texts[i], budget, deadline_at)
+                fitted[i] = await self._cut_to(ctx, model, texts[i], budget)
 
         await _gather([cut(i) for i, text in texts.items() if _core.utf8_len(text) > budget])
         return fitted
 
-    async def _tokens(self, model: str, text: str, deadline_at: float | None) -> list[int]:
+    async def _tokens(self, ctx: CallContext, model: str, text: str) -> list[int]:
         payload = {"model": model, "prompt": text, "add_special_tokens": False}
-        body = await self.send("POST", "/tokenize", payload, None, deadline_at)
+        body = await self.send(ctx, "POST", "/tokenize", payload)
         return _core.tokens_of(self.base_url + "/tokenize", body)
 
-    async def _cut_to(self, model: str, text: str, budget: int, deadline_at: float | None) -> str:
-        tokens = await self._tokens(model, text, deadline_at)
+    async def _cut_to(self, ctx: CallContext, model: str, text: str, budget: int) -> str:
+        tokens = await self._tokens(ctx, model, text)
         if len(tokens) <= budget:
             return text
         payload = {"model": model, "tokens": tokens[:budget]}
-        body = await self.send("POST", "/detokenize", payload, None, deadline_at)
+        body = await self.send(ctx, "POST", "/detokenize", payload)
         return _core.detokenized(self.base_url + "/detokenize", body)
 
 

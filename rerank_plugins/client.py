@@ -133,7 +133,7 @@ class _ClientBase:
 
     def _call(self, call: _Call, on_progress: ProgressCallback | None) -> Coroutine[Any, Any, Any]:
         """The engine's coroutine for one checked call (run by either facade)."""
-        return self._engine.call(
+        return self._engine.execute(
             call.endpoint,
             call.query,
             call.docs,
