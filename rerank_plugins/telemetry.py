@@ -122,6 +122,11 @@ class Instruments:
         self._members = tuple(members)
 
     @property
+    def members(self) -> tuple[Instrument, ...]:
+        """The instruments, in the order the settings gave them."""
+        return self._members
+
+    @property
     def active(self) -> bool:
         """Whether any instrument watches."""
         return bool(self._members)
