@@ -21,7 +21,7 @@ __all__ = ["CallScope", "Instrument", "OpenTelemetryTracing", "PrometheusMetrics
 
 
 class CallScope(Protocol):
-    """What an instrument hears of one call; the engine calls these on its I/O loop."""
+    """What an instrument hears of one call, on the loop that runs it (home or I/O loop)."""
 
     def batch(self, documents: int) -> AbstractContextManager[None]:
         """Around one batch request."""

@@ -30,7 +30,7 @@ from .cached import CacheGuard, fetch_once, pair_keys
 from .checks import CheckedCall
 from .context import CallContext, ProgressCallback, WarnOnce, gather_or_cancel
 from .http import send
-from .pools import Pools, PoolState
+from .pools import Pool, Pools, PoolState
 from .routes import Endpoint, plan_batches, routing_key, served_usage
 from .truncation import Truncation
 from .wire import Batch
@@ -74,7 +74,7 @@ class Engine:
             raise TypeError(f"http_client must be an httpx.AsyncClient, got {type(http_client)}")
         self.config = config
         self.info: ServerInfo | None = None
-        self.pools = Pools(config, transport, http_client)
+        self.pools = Pools(Pool(config, transport, http_client))
         self.run = self.pools.run  # what an async caller awaits (no frame of ours on home)
         self.io = self.pools.io  # where the sync twin blocks
         self._warn = WarnOnce()

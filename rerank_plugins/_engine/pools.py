@@ -112,9 +112,11 @@ class Pool:
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self._config = config
+        self.config = config
         self._transport = transport
         self._user_http = http_client
+        # Built from the config alone (no caller's transport or client): any loop may hold one.
+        self.ours = transport is None and http_client is None
         self._own: httpx.AsyncClient | None = None
         # The transport our own client would send a request to the server through (its
         # proxy choice included), once known; None: send through the client itself.
@@ -138,7 +140,7 @@ class Pool:
             self.inflight = {}
             self._pid = os.getpid()
         if self._own is None and self._user_http is None:
-            config = self._config
+            config = self.config
             limit = config.max_connections
             self._own = httpx.AsyncClient(
                 transport=self._transport,
@@ -151,7 +153,7 @@ class Pool:
             )
             self._direct = _transport_for(self._own, config.base_url)
         if self.slots is None:
-            self.slots = asyncio.Semaphore(self._config.max_connections)
+            self.slots = asyncio.Semaphore(self.config.max_connections)
             self.info_lock = asyncio.Lock()
         return self._user_http or self._own  # type: ignore[return-value]
 
@@ -259,17 +261,12 @@ class PoolState:
 class Pools:
     """A client's two pools (home's and the I/O thread's) and the choice between them."""
 
-    def __init__(
-        self,
-        config: RerankConfig,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.config = config
+    def __init__(self, io_pool: Pool) -> None:
+        self.config = io_pool.config
         self.io = IOLoop("rerank-plugins-io")
-        self.io_pool = Pool(config, transport, http_client)
+        self.io_pool = io_pool
         # A caller's own transport or HTTP client keeps its state on one loop: the I/O loop.
-        self._may_adopt = transport is None and http_client is None
+        self._may_adopt = io_pool.ours
         self._home: Home | None = None
         self._home_lock = threading.Lock()
         # Closes the I/O pool and stops the thread once no facade holds the engine (or at
