@@ -9,8 +9,9 @@ and their waits) runs inside its one ``asyncio.timeout``, so ``deadline`` is a t
 
 A call: :meth:`Engine.execute` -> learn the server once (:mod:`.discovery`) -> the score cache
 (:mod:`.cached`) -> prompt mode and truncation (:mod:`.truncation`) -> batches, each one
-exchange (:mod:`.http`, bodies and readers in :mod:`.wire`) -> one merged result
-(:mod:`.routes`).
+exchange (:func:`.http.send`, bodies and readers in :mod:`.wire`) -> one merged result
+(:mod:`.routes`). From ``AsyncRerankClient.rerank`` to the bytes on the wire is four files:
+``client.py``, this one, ``http.py`` and ``pools.py`` (``Pool.request``).
 """
 
 from __future__ import annotations

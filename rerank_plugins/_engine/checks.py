@@ -1,4 +1,7 @@
-"""A call's arguments, checked in the caller's thread before anything is sent (no I/O)."""
+"""A call's arguments, checked in the caller's thread before anything is sent.
+
+Pure but for :func:`new_request_id` (``os.urandom``), the default of a call's request id.
+"""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ class Endpoint(Protocol[R_co]):
     @property
     def path(self) -> str: ...
 
-    def payload(self, model: str, call: PreparedCall, batch: Batch) -> dict[str, Any]: ...
+    def payload(self, model: str, prepared: PreparedCall, batch: Batch) -> dict[str, Any]: ...
 
     def parse(
         self, url: str, body: bytes | str, batch: Batch, originals: Sequence[DocumentInput]
@@ -101,8 +101,8 @@ class RerankEndpoint:
     path: str
     top_n: int | None
 
-    def payload(self, model: str, call: PreparedCall, batch: Batch) -> dict[str, Any]:
-        return rerank_payload(model, call, batch, self.top_n)
+    def payload(self, model: str, prepared: PreparedCall, batch: Batch) -> dict[str, Any]:
+        return rerank_payload(model, prepared, batch, self.top_n)
 
     def parse(
         self, url: str, body: bytes | str, batch: Batch, originals: Sequence[DocumentInput]
@@ -143,8 +143,8 @@ class ScoreEndpoint:
 
     path: str = "/score"
 
-    def payload(self, model: str, call: PreparedCall, batch: Batch) -> dict[str, Any]:
-        return score_payload(model, call, batch)
+    def payload(self, model: str, prepared: PreparedCall, batch: Batch) -> dict[str, Any]:
+        return score_payload(model, prepared, batch)
 
     def parse(
         self, url: str, body: bytes | str, batch: Batch, originals: Sequence[DocumentInput]

@@ -57,7 +57,7 @@ class Batch:
 
 
 def rerank_payload(
-    model: str, call: PreparedCall, batch: Batch, top_n: int | None
+    model: str, prepared: PreparedCall, batch: Batch, top_n: int | None
 ) -> dict[str, Any]:
     """The JSON body of one rerank request.
 
@@ -66,12 +66,12 @@ def rerank_payload(
     """
     payload: dict[str, Any] = {
         "model": model,
-        "query": call.query,
+        "query": prepared.query,
         "documents": wire_documents(batch.texts),
         "top_n": min(top_n, len(batch.texts)) if top_n else 0,
     }
-    if call.instruction is not None:
-        payload["instruction"] = call.instruction
+    if prepared.instruction is not None:
+        payload["instruction"] = prepared.instruction
     return payload
 
 
@@ -82,15 +82,15 @@ def wire_documents(documents: Sequence[DocumentInput]) -> Sequence[Any]:
     return [to_score_input(d) for d in documents]
 
 
-def score_payload(model: str, call: PreparedCall, batch: Batch) -> dict[str, Any]:
+def score_payload(model: str, prepared: PreparedCall, batch: Batch) -> dict[str, Any]:
     """The JSON body of one ``/score`` request."""
     payload: dict[str, Any] = {
         "model": model,
-        "queries": call.query,
+        "queries": prepared.query,
         "documents": wire_documents(batch.texts),
     }
-    if call.instruction is not None:
-        payload["instruction"] = call.instruction
+    if prepared.instruction is not None:
+        payload["instruction"] = prepared.instruction
     return payload
 
 
