@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
@@ -44,8 +44,6 @@ __all__ = [
     "PoolState",
     "ProgressCallback",
 ]
-
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -186,7 +184,7 @@ class Engine:
     async def _send_batches(
         self,
         ctx: CallContext,
-        endpoint: Endpoint[R],
+        endpoint: Endpoint,
         prepared: PreparedCall,
         originals: Sequence[DocumentInput],
     ) -> list[Any]:

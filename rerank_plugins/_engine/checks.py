@@ -25,7 +25,7 @@ class CheckedCall:
 
     def __init__(
         self,
-        endpoint: Endpoint[Any],
+        endpoint: Endpoint,
         query: object,
         documents: object,
         instruction: object,

@@ -1,7 +1,7 @@
 """What differs between a rerank and a score call: body, reply, merge (pure).
 
 The engine's flow is the same for both: plan batches, send each, parse each reply into a
-part, merge the parts into one result. An :class:`Endpoint` supplies the differing steps.
+part, merge the parts into one result. An :data:`Endpoint` supplies the differing steps.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeAlias
 
 from ..types import DocumentInput, PreparedCall, RerankItem, RerankResult, ScoreResult, Usage
 from .wire import Batch, parse_rerank_batch, parse_score_batch, rerank_payload, score_payload
@@ -53,39 +53,6 @@ def merge_rankings(parts: Iterable[list[RerankItem]], top_n: int | None) -> tupl
 
 _INDEX = operator.itemgetter(0)
 _SCORE = operator.itemgetter(1)
-
-
-R_co = TypeVar("R_co", covariant=True)
-
-
-class Endpoint(Protocol[R_co]):
-    """What differs between rerank and score: the clients' call flow is the same."""
-
-    @property
-    def path(self) -> str: ...
-
-    def payload(self, model: str, prepared: PreparedCall, batch: Batch) -> dict[str, Any]: ...
-
-    def parse(
-        self, url: str, body: bytes | str, batch: Batch, originals: Sequence[DocumentInput]
-    ) -> Any: ...
-
-    def result(self, parts: Sequence[Any], model: str, request_id: str) -> R_co: ...
-
-    def empty(self, model: str, request_id: str) -> R_co: ...
-
-    def uncut(self) -> Endpoint[R_co]: ...
-
-    def scores(self, parts: Sequence[Any], count: int) -> list[float]: ...
-
-    def from_scores(
-        self,
-        scores: Sequence[float],
-        originals: Sequence[DocumentInput],
-        model: str,
-        usage: Usage,
-        request_id: str,
-    ) -> R_co: ...
 
 
 def served_usage(parts: Sequence[tuple[Any, Usage, str | None]], model: str) -> tuple[Usage, str]:
@@ -173,3 +140,8 @@ class ScoreEndpoint:
         request_id: str,
     ) -> ScoreResult:
         return ScoreResult(tuple(scores), model, usage, request_id)
+
+
+# What differs between rerank and score; the engine's flow is the same for both. Each has
+# path, payload, parse, result, empty, uncut, scores and from_scores.
+Endpoint: TypeAlias = RerankEndpoint | ScoreEndpoint
