@@ -1,7 +1,7 @@
 """A client's private event loop, in a daemon thread of its own; and a loop-end guard.
 
 The sync twin runs every request on this loop, from any thread; so does the async client for
-calls made on loops other than its home loop (see :mod:`._connections`). Its pool is bound to
+calls made on loops other than its home loop (see :mod:`._engine.pools`). Its pool is bound to
 a loop that outlives the callers' loops: nothing leaks when a caller's loop closes,
 concurrent first use cannot create two pools, and the sync twin enforces deadlines with the
 same asyncio code as the async client.
@@ -43,6 +43,11 @@ class IOLoop:
                 thread.start()
                 self._loop, self._thread, self._pid = loop, thread, os.getpid()
             return self._loop
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop's thread was started (and not stopped since)."""
+        return self._loop is not None
 
     def owns(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether ``loop`` is this private loop."""
@@ -93,7 +98,7 @@ class IOLoop:
         loop.call_soon_threadsafe(start)
         return future
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def block_on(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and block until it is done (sync callers)."""
         if self.in_loop_thread():
             coro.close()

@@ -38,7 +38,11 @@ KEY_VERSION = 1
 
 @runtime_checkable
 class ScoreCache(Protocol):
-    """What a client needs of a cache; both methods run on the client's I/O loop."""
+    """What a client needs of a cache.
+
+    Both methods run on the event loop that runs the call: the async client's home loop (its
+    caller's) or the client's private I/O loop, so one cache may serve several loops.
+    """
 
     timeout: float
     """Seconds a client waits for one lookup or store before going on without the cache.
@@ -178,8 +182,8 @@ class RedisCache:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._options = dict(client_options or {})
-        # A redis.asyncio client belongs to one event loop; clients with their own I/O loops
-        # may share this cache, so each loop gets its own connection pool.
+        # A redis.asyncio client belongs to one event loop; calls on home loops and on I/O
+        # loops may share this cache, so each loop gets its own connection pool.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (
             weakref.WeakKeyDictionary()
         )

@@ -1,23 +1,25 @@
 """The two clients: ``AsyncRerankClient`` (share one per application) and its sync twin.
 
-Both are facades over one :class:`~rerank_plugins._engine.Engine`, which runs every request on
-the client's private I/O loop: they differ only in how the caller waits (``await`` or block).
-Arguments are checked in the caller's thread, so input errors raise before anything is sent.
+Both are facades over one :class:`~rerank_plugins._engine.Engine`; they differ only in how the
+caller waits. An async call runs on the caller's own event loop when that loop is the client's
+home loop (the first loop to call, until it ends), else on the client's private I/O loop; the
+sync twin blocks its caller's thread on that I/O loop. Arguments are checked in the caller's
+thread, so input errors raise before anything is sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
 
 import httpx
 
-from . import _core
-from ._engine import Engine, ProgressCallback
+from ._engine import DebugView, Engine, ProgressCallback
+from ._engine.checks import CheckedCall, rerank_call, score_call
+from ._engine.routes import ScoreEndpoint
 from .config import Cert, PromptMode, RerankConfig, Verify
-from .errors import RerankConfigError, RerankInputError
-from .multimodal import check_images_allowed, has_images
+from .errors import RerankConfigError
 
 if TYPE_CHECKING:
     from .cache import ScoreCache
@@ -54,36 +56,6 @@ class ClientOptions(TypedDict, total=False):
     cache: ScoreCache | None
     metrics: bool | PrometheusMetrics
     tracing: bool | OpenTelemetryTracing
-
-
-class _Call:
-    """One call's checked arguments: what the engine needs, built in the caller's thread."""
-
-    def __init__(
-        self,
-        endpoint: _core.Endpoint[Any],
-        query: object,
-        documents: object,
-        instruction: object,
-        request_id: object,
-    ) -> None:
-        self.endpoint = endpoint
-        self.docs = _core.check_input(query, documents, instruction)
-        self.images = has_images(self.docs)
-        self.query: str = query  # type: ignore[assignment]  # checked just above
-        self.instruction: str | None = instruction  # type: ignore[assignment]
-        if request_id is not None and (
-            not isinstance(request_id, str) or not request_id.isascii() or not request_id
-        ):
-            raise RerankInputError(f"request_id must be a non-empty ASCII str, got {request_id!r}")
-        self.request_id = request_id or _core.new_request_id()
-
-
-def _checked(config: RerankConfig, call: _Call) -> _Call:
-    """Images for a model whose family is text-only fail here, before any request."""
-    if config.model and call.images:
-        check_images_allowed(call.query, call.docs, model_name=config.model, unknown_ok=False)
-    return call
 
 
 class _ClientBase:
@@ -131,37 +103,12 @@ class _ClientBase:
         self._engine = Engine(state["config"])
         self._engine.info = state["info"]  # frozen: safe to share
 
-    def _call(self, call: _Call, on_progress: ProgressCallback | None) -> Coroutine[Any, Any, Any]:
-        """The engine's coroutine for one checked call (run by either facade)."""
-        return self._engine.call(
-            call.endpoint,
-            call.query,
-            call.docs,
-            call.images,
-            call.instruction,
-            on_progress,
-            call.request_id,
-        )
+    def debug_view(self) -> DebugView:
+        """A read-only snapshot of the client's loops, pools and instruments.
 
-    @staticmethod
-    def _rerank_call(
-        config: RerankConfig,
-        query: object,
-        documents: object,
-        top_n: object,
-        instruction: object,
-        request_id: object,
-    ) -> _Call:
-        _core.check_top_n(top_n)
-        endpoint = _core.RerankEndpoint(config.route, top_n)  # type: ignore[arg-type]
-        return _checked(config, _Call(endpoint, query, documents, instruction, request_id))
-
-    @staticmethod
-    def _score_call(
-        config: RerankConfig, query: object, documents: object, instruction: object, rid: object
-    ) -> _Call:
-        call = _Call(_core.ScoreEndpoint(config.score_path), query, documents, instruction, rid)
-        return _checked(config, call)
+        For tests and diagnostics: its fields may change between releases.
+        """
+        return self._engine.debug_view()
 
 
 class AsyncRerankClient(_ClientBase):
@@ -232,7 +179,7 @@ class AsyncRerankClient(_ClientBase):
         self, query: str, documents: Sequence[DocumentInput], *, instruction: str | None = None
     ) -> PreparedCall:
         """The exact query and document texts this client would send (after truncation)."""
-        call = _Call(_core.ScoreEndpoint(), query, documents, instruction, None)
+        call = CheckedCall(ScoreEndpoint(), query, documents, instruction, None)
         return await self._engine.run(self._engine.render(call.query, call.docs, call.instruction))
 
     async def rerank(
@@ -246,7 +193,7 @@ class AsyncRerankClient(_ClientBase):
         request_id: str | None = None,
     ) -> RerankResult:
         """Rank ``documents`` for ``query``, best first, cut to ``top_n`` (None: all)."""
-        call = self._rerank_call(self.config, query, documents, top_n, instruction, request_id)
+        call = rerank_call(self.config, query, documents, top_n, instruction, request_id)
         return await self._run(call, on_progress)  # type: ignore[no-any-return]
 
     async def score(
@@ -259,14 +206,14 @@ class AsyncRerankClient(_ClientBase):
         request_id: str | None = None,
     ) -> ScoreResult:
         """Score each document against ``query``, in input order (vLLM's ``/score``)."""
-        call = self._score_call(self.config, query, documents, instruction, request_id)
+        call = score_call(self.config, query, documents, instruction, request_id)
         return await self._run(call, on_progress)  # type: ignore[no-any-return]
 
-    def _run(self, call: _Call, on_progress: ProgressCallback | None) -> Awaitable[Any]:
-        # Not a coroutine itself: the caller awaits the engine's call directly.
+    def _run(self, call: CheckedCall, on_progress: ProgressCallback | None) -> Awaitable[Any]:
+        # Not a coroutine itself: the caller awaits the engine's coroutine directly.
         if not call.docs:
             return _ready(call.endpoint.empty(self.config.model or "", call.request_id))
-        return self._engine.run(self._call(call, on_progress))
+        return self._engine.run(self._engine.execute(call, on_progress))
 
 
 async def _ready(value: R) -> R:
@@ -321,14 +268,16 @@ class RerankClient(_ClientBase):
 
     def server_info(self) -> ServerInfo:
         """What the server is and how it formats prompts; learnt once per client."""
-        return self._engine.io.call(self._engine.learn())
+        return self._engine.io.block_on(self._engine.learn())
 
     def render(
         self, query: str, documents: Sequence[DocumentInput], *, instruction: str | None = None
     ) -> PreparedCall:
         """The exact query and document texts this client would send (after truncation)."""
-        call = _Call(_core.ScoreEndpoint(), query, documents, instruction, None)
-        return self._engine.io.call(self._engine.render(call.query, call.docs, call.instruction))
+        call = CheckedCall(ScoreEndpoint(), query, documents, instruction, None)
+        return self._engine.io.block_on(
+            self._engine.render(call.query, call.docs, call.instruction)
+        )
 
     def rerank(
         self,
@@ -341,7 +290,7 @@ class RerankClient(_ClientBase):
         request_id: str | None = None,
     ) -> RerankResult:
         """Rank ``documents`` for ``query``, best first, cut to ``top_n`` (None: all)."""
-        call = self._rerank_call(self.config, query, documents, top_n, instruction, request_id)
+        call = rerank_call(self.config, query, documents, top_n, instruction, request_id)
         return self._run(call, on_progress)  # type: ignore[no-any-return]
 
     def score(
@@ -354,10 +303,10 @@ class RerankClient(_ClientBase):
         request_id: str | None = None,
     ) -> ScoreResult:
         """Score each document against ``query``, in input order (vLLM's ``/score``)."""
-        call = self._score_call(self.config, query, documents, instruction, request_id)
+        call = score_call(self.config, query, documents, instruction, request_id)
         return self._run(call, on_progress)  # type: ignore[no-any-return]
 
-    def _run(self, call: _Call, on_progress: ProgressCallback | None) -> Any:
+    def _run(self, call: CheckedCall, on_progress: ProgressCallback | None) -> Any:
         if not call.docs:
             return call.endpoint.empty(self.config.model or "", call.request_id)
-        return self._engine.io.call(self._call(call, on_progress))
+        return self._engine.io.block_on(self._engine.execute(call, on_progress))

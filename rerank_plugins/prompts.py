@@ -18,6 +18,7 @@ __all__ = [
     "format_document",
     "format_query",
     "is_qwen3_reranker",
+    "needs_template",
 ]
 
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
@@ -37,6 +38,11 @@ TEMPLATE_MARKERS = ("<|im_start|>", "<|im_end|>", "<Instruct>:", "<Query>:", "<D
 def is_qwen3_reranker(model: str) -> bool:
     """Whether a model id or path names a Qwen3-Reranker (which needs this prompt format)."""
     return "qwen3-reranker" in model.lower()
+
+
+def needs_template(*names: str | None) -> bool:
+    """The model-name rule: whether any of the names (id, weights' path) is a Qwen3-Reranker's."""
+    return any(is_qwen3_reranker(name or "") for name in names)
 
 
 def format_query(query: str, instruction: str | None = None) -> str:

@@ -21,7 +21,7 @@ __all__ = ["CallScope", "Instrument", "OpenTelemetryTracing", "PrometheusMetrics
 
 
 class CallScope(Protocol):
-    """What an instrument hears of one call; the engine calls these on its I/O loop."""
+    """What an instrument hears of one call, on the loop that runs it (home or I/O loop)."""
 
     def batch(self, documents: int) -> AbstractContextManager[None]:
         """Around one batch request."""
@@ -120,6 +120,11 @@ class Instruments:
 
     def __init__(self, members: Sequence[Instrument]) -> None:
         self._members = tuple(members)
+
+    @property
+    def members(self) -> tuple[Instrument, ...]:
+        """The instruments, in the order the settings gave them."""
+        return self._members
 
     @property
     def active(self) -> bool:

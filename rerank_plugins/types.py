@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ._detect import needs_template
 from .multimodal import ImageDocument
+from .prompts import needs_template
 
 DocumentInput = str | ImageDocument
 """A document as the client takes it: text, or an image with optional text."""

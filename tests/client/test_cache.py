@@ -34,7 +34,7 @@ from support.redis_server import RedisServer, free_port, session_redis
 from support.servers import REPO_ROOT
 
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankError
-from rerank_plugins._engine import CACHE_PAUSE_SECONDS
+from rerank_plugins._engine.cached import CACHE_PAUSE_SECONDS, pair_keys
 from rerank_plugins.cache import InMemoryCache, RedisCache, pair_key, pair_prefix
 from rerank_plugins.telemetry import PrometheusMetrics
 from rerank_plugins.types import ServerInfo
@@ -380,7 +380,7 @@ def engine_keys(base_url: str = "http://127.0.0.1:8000", **changes: Any) -> list
     assert not changes
     client = RerankClient(base_url, cache=InMemoryCache())
     try:
-        keys: list[str] = client._engine._pair_keys(info, query, instruction, documents)
+        keys: list[str] = pair_keys(client.config, info, query, instruction, documents)
     finally:
         client.close()
     return keys

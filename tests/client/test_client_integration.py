@@ -16,7 +16,7 @@ from rerank_plugins import (
     RerankConnectionError,
     RerankStatusError,
 )
-from rerank_plugins._core import status_error
+from rerank_plugins._engine.http import status_error
 from rerank_plugins.prompts import QWEN3_SUFFIX
 from rerank_plugins.serve import free_port
 

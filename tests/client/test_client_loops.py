@@ -25,12 +25,15 @@ pytestmark = pytest.mark.integration
 
 
 def home_http(client: AsyncRerankClient) -> httpx.AsyncClient | None:
-    home = client._engine._home
-    return None if home is None else home.pool._own
+    return client.debug_view().pools.home_http
+
+
+def home_loop(client: AsyncRerankClient) -> asyncio.AbstractEventLoop | None:
+    return client.debug_view().pools.home_loop
 
 
 def io_started(client: AsyncRerankClient) -> bool:
-    return client._engine.io._loop is not None
+    return client.debug_view().pools.io_running
 
 
 @pytest.fixture
@@ -62,7 +65,7 @@ async def test_calls_run_on_the_callers_loop_with_no_io_thread(minilm_server: An
     http = home_http(client)
     assert http is not None and not http.is_closed
     await client.aclose()
-    assert http.is_closed and client._engine._home is None
+    assert http.is_closed and home_loop(client) is None
     # A later call adopts this loop again, with a fresh pool.
     assert (await client.rerank(QUERY, DOCS)).indices == [1, 2, 0]
     assert home_http(client) not in (None, http)
@@ -98,18 +101,17 @@ def test_a_second_loop_runs_on_the_io_thread_while_the_first_is_home(
     client = AsyncRerankClient(minilm_server.base_url)
     on_home = asyncio.run_coroutine_threadsafe(client.rerank(QUERY, DOCS), loop_in_thread)
     assert on_home.result(60).indices == [1, 2, 0]
-    home = client._engine._home
-    assert home is not None and home.loop is loop_in_thread
+    assert home_loop(client) is loop_in_thread
 
     # Another loop (this thread's) while the first is alive: the I/O thread serves it.
     assert asyncio.run(client.rerank(QUERY, DOCS)).indices == [1, 2, 0]
-    assert io_started(client) and client._engine._home is home
+    assert io_started(client) and home_loop(client) is loop_in_thread
     # The sync twin, likewise.
     assert client.to_sync().rerank(QUERY, DOCS).indices == [1, 2, 0]
 
     # close() from this thread closes the home pool on its own loop, and the I/O pool.
     http = home_http(client)
-    io_http = client._engine._pool._own
+    io_http = client.debug_view().pools.io_http
     assert http is not None and io_http is not None
     client.to_sync().close()
     assert http.is_closed and io_http.is_closed and not io_started(client)
@@ -146,6 +148,6 @@ async def test_a_client_with_its_own_transport_stays_on_the_io_thread(
 ) -> None:
     client = AsyncRerankClient(minilm_server.base_url, transport=httpx.AsyncHTTPTransport())
     assert (await client.rerank(QUERY, DOCS)).indices == [1, 2, 0]
-    assert client._engine._home is None and io_started(client)
+    assert home_loop(client) is None and io_started(client)
     await client.aclose()
     assert not io_started(client)

@@ -24,9 +24,8 @@ from rerank_plugins import (
     RerankConfigError,
     RerankInputError,
     RerankTimeoutError,
-    _core,
-    _detect,
 )
+from rerank_plugins._engine import discovery, http
 
 # --- prompt detection ----------------------------------------------------------------------
 
@@ -36,13 +35,13 @@ from rerank_plugins import (
     [(2, False, 0), (5, False, 3), (6, False, 4), (72, True, 70), (None, None, None)],
 )
 def test_probe_reading(prompt_tokens, templated, added):
-    detection = _detect.read_probe(prompt_tokens, "/v2/rerank")
+    detection = discovery.read_probe(prompt_tokens, "/v2/rerank")
     assert detection.formats_prompt is templated and detection.added_tokens == added
 
 
-TEMPLATED = _detect.read_probe(70, "/v2/rerank")
-PLAIN = _detect.read_probe(2, "/v2/rerank")
-SILENT = _detect.read_probe(None, "/v2/rerank")
+TEMPLATED = discovery.read_probe(70, "/v2/rerank")
+PLAIN = discovery.read_probe(2, "/v2/rerank")
+SILENT = discovery.read_probe(None, "/v2/rerank")
 
 
 @pytest.mark.parametrize(
@@ -68,10 +67,10 @@ SILENT = _detect.read_probe(None, "/v2/rerank")
 def test_mode_resolution(requested, detection, qwen3, expected):
     if expected is RerankConfigError:
         with pytest.raises(RerankConfigError, match="contradicts the server") as info:
-            _detect.resolve_mode(requested, detection, qwen3, BASE)
+            discovery.resolve_mode(requested, detection, qwen3, BASE)
         assert "prompt tokens" in str(info.value) and "prompt_mode=" in str(info.value)
     else:
-        assert _detect.resolve_mode(requested, detection, qwen3, BASE)[0] == expected
+        assert discovery.resolve_mode(requested, detection, qwen3, BASE)[0] == expected
 
 
 async def test_auto_sends_plain_text_to_a_templating_server_and_says_why():
@@ -202,7 +201,7 @@ async def test_a_trickling_body_is_cut_at_the_deadline():
 def test_retry_after_of_any_form_never_raises_outside_the_tree():
     config = RerankConfig(base_url=BASE, retry_backoff=0.01, retry_backoff_max=0.02)
     for value in ("soon", "", "-5", "nan", "inf", "Wed, 99 Foo 2015 07:28:00 GMT", "1e309"):
-        delay = _core.retry_delay(config, 1, value)
+        delay = http.retry_delay(config, 1, value, jitter=0.999, now=1_700_000_000.0)
         assert 0 <= delay <= 0.08
 
 
@@ -252,7 +251,7 @@ def test_sixteen_threads_first_use_makes_one_pool_and_learns_once():
         t.join()
     assert errors == []
     assert [r.url.path for r in seen].count("/version") == 1
-    pool = client._engine._pool._own
+    pool = client.debug_view().pools.io_http
     client.close()
     assert pool is not None and pool.is_closed
 

@@ -20,8 +20,9 @@ from rerank_plugins import (
     RerankResponseError,
     RerankStatusError,
     RerankTimeoutError,
-    _core,
 )
+from rerank_plugins._engine import http, routes, wire
+from rerank_plugins.types import PreparedCall, RerankItem
 
 # --- configuration -------------------------------------------------------------------------
 
@@ -150,17 +151,17 @@ async def test_batches_merge_globally_with_top_n_and_summed_usage(sync):
 
 def test_ties_are_broken_by_original_index():
     items = [
-        [_core.RerankItem(3, 0.5, "d"), _core.RerankItem(1, 0.5, "b")],
-        [_core.RerankItem(0, 0.5, "a"), _core.RerankItem(2, 0.9, "c")],
+        [RerankItem(3, 0.5, "d"), RerankItem(1, 0.5, "b")],
+        [RerankItem(0, 0.5, "a"), RerankItem(2, 0.9, "c")],
     ]
-    assert [i.index for i in _core.merge_rankings(items, None)] == [2, 0, 1, 3]
+    assert [i.index for i in routes.merge_rankings(items, None)] == [2, 0, 1, 3]
 
 
 def test_top_n_is_never_sent_as_null():
-    call = _core.PreparedCall("q", ("a", "b"), None)
-    batch = _core.Batch(0, ("a", "b"))
-    assert _core.rerank_payload("m", call, batch, None)["top_n"] == 0
-    assert _core.rerank_payload("m", call, batch, 9)["top_n"] == 2
+    call = PreparedCall("q", ("a", "b"), None)
+    batch = wire.Batch(0, ("a", "b"))
+    assert wire.rerank_payload("m", call, batch, None)["top_n"] == 0
+    assert wire.rerank_payload("m", call, batch, 9)["top_n"] == 2
 
 
 @pytest.mark.parametrize("top_n", [0, -1, 2.5, True])
@@ -224,10 +225,13 @@ async def test_gives_up_after_max_retries():
 
 def test_retry_after_is_honoured():
     config = RerankConfig(base_url=BASE, retry_backoff=0.001)
-    assert _core.retry_delay(config, 1, "3") == 3.0
-    assert _core.retry_delay(config, 1, "Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    assert 0.0005 <= _core.retry_delay(config, 1, None) <= 0.001
-    assert _core.retry_delay(config.replace(retry_backoff=1, retry_backoff_max=2), 5) <= 2
+    now = 1_700_000_000.0  # 2023: the HTTP date below is past
+    assert http.retry_delay(config, 1, "3", jitter=0.5, now=now) == 3.0
+    assert http.retry_delay(config, 1, "Wed, 21 Oct 2015 07:28:00 GMT", jitter=0.5, now=now) == 0.0
+    assert http.retry_delay(config, 1, None, jitter=0.0, now=now) == 0.0005
+    assert http.retry_delay(config, 1, None, jitter=0.999, now=now) <= 0.001
+    slow = config.replace(retry_backoff=1, retry_backoff_max=2)
+    assert http.retry_delay(slow, 5, None, jitter=0.999, now=now) <= 2
 
 
 async def test_retry_after_header_delays_the_retry(monkeypatch):
@@ -302,9 +306,9 @@ async def test_malformed_responses_are_typed(body, match):
 def test_both_vllm_error_shapes_are_read():
     nested = json.dumps({"error": {"message": "new shape", "type": "BadRequestError"}})
     flat = json.dumps({"object": "error", "message": "old shape", "type": "invalid"})
-    assert _core.parse_error_message(nested) == "new shape"
-    assert _core.parse_error_message(flat) == "old shape"
-    assert _core.parse_error_message('{"error":"Unauthorized"}') == "Unauthorized"
+    assert http.parse_error_message(nested) == "new shape"
+    assert http.parse_error_message(flat) == "old shape"
+    assert http.parse_error_message('{"error":"Unauthorized"}') == "Unauthorized"
 
 
 # --- knowing the server --------------------------------------------------------------------
@@ -356,11 +360,12 @@ def test_one_async_client_serves_two_event_loops_with_one_pool():
     handler, _seen = fake_server()
     client = AsyncRerankClient(BASE, transport=httpx.MockTransport(handler))
     first = asyncio.run(client.rerank("q", ["a", "bb"]))
-    http_first = client._engine._pool._own
+    http_first = client.debug_view().pools.io_http
     second = asyncio.run(client.rerank("q", ["a", "bb"]))
     assert first.indices == second.indices == [1, 0]
     # The pool lives on the client's own loop, so a caller's closed loop leaves it usable.
-    assert client._engine._pool._own is http_first and not http_first.is_closed
+    assert http_first is not None and not http_first.is_closed
+    assert client.debug_view().pools.io_http is http_first
     client.to_sync().close()
     assert http_first.is_closed
 
@@ -369,12 +374,13 @@ async def test_context_managers_close_their_clients():
     handler, _ = fake_server()
     async with AsyncRerankClient(BASE, transport=httpx.MockTransport(handler)) as client:
         await client.rerank("q", ["a"])
-        http = client._engine._pool._own
-    assert http.is_closed
+        pools = client.debug_view().pools
+        pool = pools.home_http or pools.io_http
+    assert pool is not None and pool.is_closed
     with RerankClient(BASE, transport=httpx.MockTransport(handler)) as sync:
         sync.rerank("q", ["a"])
-        http = sync._engine._pool._own
-    assert http.is_closed
+        pool = sync.debug_view().pools.io_http
+    assert pool is not None and pool.is_closed
 
 
 async def test_raw_mode_refuses_an_instruction_it_would_drop():
@@ -393,10 +399,10 @@ async def test_raw_mode_refuses_an_instruction_it_would_drop():
 async def test_both_ways_of_sending_carry_the_same_request(monkeypatch, direct):
     """Straight to the transport, or through AsyncClient.request when httpx lacks the
     transport lookup: the same headers, key and body reach the server, the same answer back."""
-    import rerank_plugins._connections as connections
+    import rerank_plugins._engine.pools as pools
 
     if not direct:
-        monkeypatch.setattr(connections, "_transport_for", lambda client, url: None)
+        monkeypatch.setattr(pools, "_transport_for", lambda client, url: None)
     handler, seen = fake_server()
     client = AsyncRerankClient(BASE, api_key="sk-both-ways", transport=httpx.MockTransport(handler))
     result = await client.rerank("q", ["a", "bb"], request_id="rid-1")
@@ -407,5 +413,5 @@ async def test_both_ways_of_sending_carry_the_same_request(monkeypatch, direct):
     assert sent.headers["content-type"] == "application/json"
     assert sent.headers["user-agent"].startswith("rerank-plugins/")
     assert json.loads(sent.content)["documents"] == ["a", "bb"]
-    assert (client._engine._pool._direct is not None) == direct
+    assert client.debug_view().pools.io_sends_direct == direct
     await client.aclose()

@@ -160,11 +160,11 @@ def test_metrics_true_is_one_instance_per_process() -> None:
     try:
         assert PrometheusMetrics.default() is PrometheusMetrics.default()
         for client in (first, second, third):
-            members = client._engine._instruments._members
+            members = client.debug_view().instruments
             assert len(members) == 1 and members[0] is PrometheusMetrics.default()
     finally:
         first.close()
-        second._engine.close()
+        second.to_sync().close()
         third.close()
 
 

@@ -1,4 +1,4 @@
-"""Connection pools, and which event loop a call runs on.
+"""Connection pools, which event loop a call runs on, and how each pool is closed.
 
 A pool (an ``httpx.AsyncClient``) belongs to one event loop. A client has up to two:
 
@@ -12,7 +12,9 @@ A pool (an ``httpx.AsyncClient``) belongs to one event loop. A client has up to 
   for async calls from any loop while another loop is home, and for every call of a client
   given its own ``transport`` or ``http_client`` (whose state must stay on one loop).
 
-Each pool holds at most ``max_connections`` connections.
+Each pool holds at most ``max_connections`` connections. :class:`Pools` makes that choice
+for every call and closes both; :class:`PoolState` is its read-only snapshot for tests and
+diagnostics.
 """
 
 from __future__ import annotations
@@ -20,15 +22,21 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import Generator
+import threading
+import weakref
+from collections.abc import Awaitable, Coroutine, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 
-from ._loop import on_loop_end
-from .config import RerankConfig
-from .errors import RerankConfigError
+from .._loop import IOLoop, on_loop_end
+from ..config import RerankConfig
+from ..errors import RerankConfigError
 
-__all__ = ["Home", "Pool", "tls_setting"]
+__all__ = ["Home", "Pool", "PoolState", "Pools", "tls_setting"]
+
+T = TypeVar("T")
 
 _HEADERS = {"User-Agent": "rerank-plugins/0.1", "Accept": "application/json"}
 
@@ -104,9 +112,11 @@ class Pool:
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self._config = config
+        self.config = config
         self._transport = transport
         self._user_http = http_client
+        # Built from the config alone (no caller's transport or client): any loop may hold one.
+        self.ours = transport is None and http_client is None
         self._own: httpx.AsyncClient | None = None
         # The transport our own client would send a request to the server through (its
         # proxy choice included), once known; None: send through the client itself.
@@ -130,7 +140,7 @@ class Pool:
             self.inflight = {}
             self._pid = os.getpid()
         if self._own is None and self._user_http is None:
-            config = self._config
+            config = self.config
             limit = config.max_connections
             self._own = httpx.AsyncClient(
                 transport=self._transport,
@@ -143,7 +153,7 @@ class Pool:
             )
             self._direct = _transport_for(self._own, config.base_url)
         if self.slots is None:
-            self.slots = asyncio.Semaphore(self._config.max_connections)
+            self.slots = asyncio.Semaphore(self.config.max_connections)
             self.info_lock = asyncio.Lock()
         return self._user_http or self._own  # type: ignore[return-value]
 
@@ -228,3 +238,137 @@ class Home:
     async def _end(self) -> None:
         self.ended = True
         await self.pool.aclose()
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A snapshot of a client's loops and pools, for tests and diagnostics (changes nothing).
+
+    ``home_loop``: the caller's loop that calls run on directly (None: none yet, or closed);
+    ``home_http`` and ``io_http``: the HTTP clients of the home pool and of the I/O-thread
+    pool (None until first used, or a caller's own ``http_client``); ``io_running``: whether
+    the I/O thread runs; ``io_sends_direct``: whether the I/O pool sends straight to its
+    transport rather than through ``AsyncClient.request``.
+    """
+
+    home_loop: asyncio.AbstractEventLoop | None
+    home_http: httpx.AsyncClient | None
+    io_running: bool
+    io_http: httpx.AsyncClient | None
+    io_sends_direct: bool
+
+
+class Pools:
+    """A client's two pools (home's and the I/O thread's) and the choice between them."""
+
+    def __init__(self, io_pool: Pool) -> None:
+        self.config = io_pool.config
+        self.io = IOLoop("rerank-plugins-io")
+        self.io_pool = io_pool
+        # A caller's own transport or HTTP client keeps its state on one loop: the I/O loop.
+        self._may_adopt = io_pool.ours
+        self._home: Home | None = None
+        self._home_lock = threading.Lock()
+        # Closes the I/O pool and stops the thread once no facade holds the engine (or at
+        # exit). A home pool is closed by its guard, which the loop finishes on collection.
+        weakref.finalize(self, self.io.stop, self.io_pool.aclose)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        """What an async caller awaits to run ``coro``.
+
+        On the home loop that is ``coro`` itself, so no frame sits between caller and call;
+        else a coroutine that adopts this loop as home or hops to the I/O loop.
+        """
+        loop = asyncio.get_running_loop()
+        home = self._home
+        if home is not None and home.watching and home.usable_from(loop):
+            return coro
+        return self._run_elsewhere(coro, loop)
+
+    async def _run_elsewhere(
+        self, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop
+    ) -> T:
+        home = self._home
+        if home is None or not home.usable_from(loop):
+            home = self._adopt(loop)
+        if home is None:
+            if self.io.owns(loop):
+                return await coro  # already on the I/O loop (a call from an on_progress)
+            return await self.io.run(coro)
+        await home.watch()
+        return await coro
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> Home | None:
+        """Make ``loop`` home unless another live loop is; None: use the I/O loop."""
+        if not self._may_adopt or self.io.owns(loop):
+            return None
+        with self._home_lock:
+            home = self._home
+            if home is not None and home.usable_from(loop):
+                return home
+            if home is not None and home.alive():
+                return None  # another loop is home: this one uses the I/O loop
+            self._home = Home(loop, self.config)
+            return self._home
+
+    def here(self) -> Pool:
+        """The pool of the running loop: home's, or the I/O loop's."""
+        home = self._home
+        if home is not None and home.usable_from(asyncio.get_running_loop()):
+            return home.pool
+        return self.io_pool
+
+    async def aclose(self) -> None:
+        """Close every pool (home's here, when this loop is home) and stop the I/O thread."""
+        home = self._home
+        if home is not None and home.usable_from(asyncio.get_running_loop()):
+            with self._home_lock:
+                if self._home is home:
+                    self._home = None
+            await home.aclose()
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Close every pool and stop the I/O thread; the next call starts them again."""
+        with self._home_lock:
+            home, self._home = self._home, None
+        if home is not None and home.alive():
+            _close_home(home)
+        self.io.stop(self.io_pool.aclose)
+
+    def state(self) -> PoolState:
+        """A snapshot of the loops and pools (for tests and diagnostics)."""
+        home = self._home
+        live = home is not None and not home.ended
+        return PoolState(
+            home_loop=home.loop if home is not None and live else None,
+            home_http=home.pool._own if home is not None and live else None,
+            io_running=self.io.running,
+            io_http=self.io_pool._own,
+            io_sends_direct=self.io_pool._direct is not None,
+        )
+
+
+def _close_home(home: Home) -> None:
+    """Close a home pool from outside its loop, as far as that loop allows."""
+    loop = home.loop
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:  # a sync close() in async code on the home loop: close soon
+        _CLOSING.add(task := loop.create_task(home.aclose()))
+        task.add_done_callback(_CLOSING.discard)
+    elif loop.is_running():  # home runs in another thread
+        future = asyncio.run_coroutine_threadsafe(home.aclose(), loop)
+        try:
+            future.result(timeout=5)
+        except Exception:  # a stuck loop keeps its sockets: nothing a close() could do
+            future.cancel()
+    elif running is None:  # an idle loop (run_until_complete between calls)
+        loop.run_until_complete(home.aclose())
+    # Else another loop runs in this thread: the idle home's loop closes its pool at its end.
+
+
+# Tasks closing a home pool, kept referenced until they finish.
+_CLOSING: set[asyncio.Task[None]] = set()
