@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="web UI port (default 7860)")
     p.add_argument("--vllm-log", default=None, help="file for the embedded vLLM's log")
     p.add_argument(
+        "--lang",
+        choices=("auto", "en", "zh"),
+        default="auto",
+        help="interface language: en, zh (Chinese), or auto (default: the browser's)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=0,
@@ -141,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.info(
                     "Prometheus metrics: http://%s:%d/metrics", args.host, args.metrics_port
                 )
-            blocks = build_demo(client, backend, corpora=corpora, cache=cache)
+            lang = None if args.lang == "auto" else args.lang
+            blocks = build_demo(client, backend, corpora=corpora, cache=cache, lang=lang)
             stack.callback(blocks.close)
             blocks.launch(
                 server_name=args.host,
