@@ -6,6 +6,7 @@ Pure functions from pipeline results to pandas / matplotlib / HTML; no Gradio he
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -55,8 +56,8 @@ _TABLE_KEYS = (
     "col_document",
 )
 _LIST_KEYS = ("col_rank", "col_score", "col_input", "col_document")
-# Chinese chart labels need a CJK font; matplotlib falls back glyph by glyph along this list,
-# so Latin text keeps DejaVu Sans. Only installed fonts are named (a missing one only warns).
+# Chinese chart labels need a CJK font. matplotlib falls back glyph by glyph along the family
+# list, so Latin text keeps DejaVu Sans; only installed fonts are named.
 _CJK_FONTS = (
     "Noto Sans CJK SC",
     "Source Han Sans SC",
@@ -65,11 +66,9 @@ _CJK_FONTS = (
     "PingFang SC",
 )
 _installed = {font.name for font in font_manager.fontManager.ttflist}
-matplotlib.rcParams["font.sans-serif"] = [
-    "DejaVu Sans",
-    *(name for name in _CJK_FONTS if name in _installed),
-    *matplotlib.rcParams["font.sans-serif"],
-]
+matplotlib.rcParams["font.family"] = ["DejaVu Sans", *(f for f in _CJK_FONTS if f in _installed)]
+# WenQuanYi has only a medium weight: matplotlib would log "failed to find font weight normal".
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 
 def table_columns(lang: Lang = "en") -> list[str]:
