@@ -410,8 +410,12 @@ def build_demo(
 
             blocks.load(empty_tables, None, [table, list_out], queue=False)
         if public_sets:
+
+            async def public_examples() -> list[Any]:
+                return await _public_examples(public)
+
             blocks.load(
-                lambda: _public_examples(public),
+                public_examples,
                 None,
                 [dataset for _, dataset in public_sets],
                 show_progress="hidden",
