@@ -93,11 +93,16 @@ def launch_options() -> dict[str, Any]:
     }
 
 
+def _origin(backend: Backend, lang: Lang) -> str:
+    return (backend.origin_zh if lang == "zh" else "") or backend.origin
+
+
 def _banner(backend: Backend, lang: Lang) -> str:
     model = backend.model or text(lang, "server_default")
+    reason = (backend.reason_zh if lang == "zh" else "") or backend.reason
     lines = [
-        text(lang, "banner_model", model=model, origin=backend.origin),
-        text(lang, "banner_why", reason=backend.reason),
+        text(lang, "banner_model", model=model, origin=_origin(backend, lang)),
+        text(lang, "banner_why", reason=reason),
     ]
     if backend.languages is not None:
         languages = languages_label(backend.languages, lang)
@@ -263,7 +268,9 @@ def build_demo(
                         **instruction_kwargs,
                     )
                 gr.Textbox(
-                    value=f"{model_label} — {backend.origin}",
+                    value=ui.each(
+                        "model_box", lambda tl: f"{model_label} — {_origin(backend, tl)}"
+                    ),
                     label=ui("model_box"),
                     interactive=False,
                     elem_id="rr-model",

@@ -109,7 +109,9 @@ class UiText:
         """Text built per language by ``render`` (the banner joins several messages)."""
         if self.fixed is not None:
             return render(self.fixed)
-        name = f"{key}.{len(self._translations['en'])}" if unique else key
+        # Namespaced: the page also looks up plain strings as keys, so a document or a query
+        # that reads "query" must not match one of ours.
+        name = f"rr.{key}.{len(self._translations['en'])}" if unique else f"rr.{key}"
         for lang in LANGUAGES:
             self._translations[lang][name] = render(lang)
         return gr.I18n()(name)

@@ -162,6 +162,40 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "在某些数据上排得比单用 BM25 还差：信任它的顺序之前，先用 `rerank-evaluate` 在你的数据上"
         "测一测。",
     ),
+    # -- why this model, and where it runs (demo.backend) --
+    "reason_asked_minilm": ("asked for with --model minilm", "启动时用 --model minilm 指定"),
+    "reason_asked_qwen3": ("asked for with --model qwen3", "启动时用 --model qwen3 指定"),
+    "reason_asked": ("asked for with --model", "启动时用 --model 指定"),
+    "reason_gpu": ("the model hub is reachable and a GPU is here", "能连上模型仓库，本机也有 GPU"),
+    "reason_cpus": (
+        "the model hub is reachable and {cpus} CPU cores are here",
+        "能连上模型仓库，本机也有 {cpus} 个 CPU 核",
+    ),
+    "reason_no_hub": (
+        "{hub} is not reachable (2 s probe), so Qwen3-Reranker cannot be downloaded",
+        "连不上 {hub}（探测 2 秒），因此无法下载 Qwen3-Reranker",
+    ),
+    "reason_few_cpus": (
+        "no GPU and only {cpus} CPU cores: Qwen3-Reranker-0.6B would take many seconds per "
+        "query (start with --model qwen3 to use it anyway)",
+        "没有 GPU，且只有 {cpus} 个 CPU 核：Qwen3-Reranker-0.6B 每个查询要花很多秒"
+        "（仍想使用，请加 --model qwen3 启动）",
+    ),
+    "reason_fallback": ("offline fallback: {why}", "离线回退：{why}"),
+    "reason_server_qwen": ("the server serves a Qwen3-Reranker", "服务端部署的是 Qwen3-Reranker"),
+    "reason_server_minilm": (
+        "the server serves MiniLM (English only)",
+        "服务端部署的是 MiniLM（只读得懂英文）",
+    ),
+    "reason_server_given": (
+        "the server's model was given with --base-url / RERANK_BASE_URL",
+        "服务端由 --base-url / RERANK_BASE_URL 指定",
+    ),
+    "origin_embedded": (
+        "embedded vLLM at {url} (pid {pid})",
+        "内置 vLLM，地址 {url}（进程号 {pid}）",
+    ),
+    "origin_server": ("server at {url}", "服务端 {url}"),
     "server_default": ("(server default)", "（服务端默认）"),
     "languages_many": ("many languages", "多种语言"),
     "languages_en_only": ("English only", "英文"),

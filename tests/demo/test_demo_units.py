@@ -207,6 +207,9 @@ def test_offline_auto_choice_is_minilm_with_the_reason(monkeypatch: pytest.Monke
     be = embedded_backend("http://127.0.0.1:1", choice, 42)
     assert be.english_only and not be.takes_instruction and "pid 42" in be.origin
     assert be.instruction_note.startswith("Disabled:")
+    # The Chinese banner says the same in Chinese.
+    assert be.reason_zh.startswith("离线回退：连不上 https://huggingface.co")
+    assert be.origin_zh.endswith("（进程号 42）")
 
 
 def test_online_with_gpu_picks_qwen3(monkeypatch: pytest.MonkeyPatch) -> None:
