@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="web UI port (default 7860)")
     p.add_argument("--vllm-log", default=None, help="file for the embedded vLLM's log")
     p.add_argument(
+        "--lang",
+        choices=("auto", "en", "zh"),
+        default="auto",
+        help="interface language: en, zh (Chinese), or auto (default: the browser's)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=0,
@@ -130,7 +136,8 @@ class _Demo:
 
             start_http_server(args.metrics_port, addr=args.host)
             logger.info("Prometheus metrics: http://%s:%d/metrics", args.host, args.metrics_port)
-        blocks = build_demo(client, backend, corpora=self.corpora, cache=self.cache)
+        lang = None if self.args.lang == "auto" else self.args.lang
+        blocks = build_demo(client, backend, corpora=self.corpora, cache=self.cache, lang=lang)
         self.stack.callback(blocks.close)
         blocks.launch(
             server_name=args.host,

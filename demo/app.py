@@ -6,6 +6,8 @@ module-level ``demo`` talks to ``RERANK_BASE_URL`` (``python -m demo`` starts a 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -15,14 +17,25 @@ import pandas as pd
 
 from rerank_plugins import DEFAULT_INSTRUCTION, AsyncRerankClient
 
-from .backend import OFFLINE_BEST_NOTE, Backend, describe_server
-from .corpora import Corpus, Examples, load_bundled, load_examples_safe
-from .handlers import OWN_DOCS, RERANK_ANYWAY, Handlers
-from .inputs import MAX_DOCUMENTS, MAX_UPLOAD_BYTES, SPLIT_MODES
+from .backend import Backend, describe_server
+from .corpora import Corpus, Examples, PublicSet, load_bundled, load_examples_safe, load_public
+from .handlers import OWN_DOCS, Handlers
+from .i18n import UiText
+from .inputs import MAX_DOCUMENTS, MAX_UPLOAD_BYTES
+from .messages import Lang, languages_label, text
 from .pipeline import IndexCache
-from .views import LIST_COLUMNS, TABLE_COLUMNS, documents_html
+from .views import list_columns, table_columns
 
-__all__ = ["CSS", "INSTRUCTION_PRESETS", "build_demo", "demo_from_env", "launch_options"]
+__all__ = [
+    "CSS",
+    "INSTRUCTION_PRESETS",
+    "DemoBlocks",
+    "build_demo",
+    "demo_from_env",
+    "launch_options",
+]
+
+logger = logging.getLogger("demo")
 
 INSTRUCTION_PRESETS = {
     "Default: web search": "",
@@ -35,6 +48,15 @@ INSTRUCTION_PRESETS = {
     ),
     "中文问答": "根据中文问题检索能够回答该问题的段落",
 }
+# The presets' names in demo.messages (the dropdown's value stays the English name).
+_PRESET_KEYS = dict(
+    zip(
+        INSTRUCTION_PRESETS,
+        ("preset_default", "preset_explain", "preset_define", "preset_code", "preset_zh"),
+        strict=True,
+    )
+)
+_SPLIT_KEYS = {"auto": "split_auto", "lines": "split_lines", "paragraphs": "split_paragraphs"}
 DEFAULT_LIST_QUERY = "解释量子纠缠的基本原理"
 
 CSS = """
@@ -53,6 +75,8 @@ CSS = """
 .chg.down {color: #dc2626; font-weight: 600;}
 .chg.same {color: #6b7280;}
 .rr-empty {opacity: 0.7; padding: 8px;}
+.rr-rel {color: #16a34a; font-weight: 600;}
+#rr-judged p {margin: 0;}
 """
 
 
@@ -69,40 +93,43 @@ def launch_options() -> dict[str, Any]:
     }
 
 
-def _banner(backend: Backend) -> str:
-    text = (
-        f"**Reranker:** `{backend.model or '(server default)'}` — {backend.origin}.  \n"
-        f"**Why this model:** {backend.reason}."
-    )
+def _origin(backend: Backend, lang: Lang) -> str:
+    return (backend.origin_zh if lang == "zh" else "") or backend.origin
+
+
+def _banner(backend: Backend, lang: Lang) -> str:
+    model = backend.model or text(lang, "server_default")
+    reason = (backend.reason_zh if lang == "zh" else "") or backend.reason
+    lines = [
+        text(lang, "banner_model", model=model, origin=_origin(backend, lang)),
+        text(lang, "banner_why", reason=reason),
+    ]
     if backend.languages is not None:
-        text += (
-            f"  \n**Reads {backend.languages_label}:** text in another language (by the share "
-            "of CJK characters) is not reranked: the Chinese corpus and pasted Chinese lists "
-            "are shown in BM25's (or their input) order, because a model that cannot read "
-            "them would only shuffle them. "
-            f"Tick “{RERANK_ANYWAY}” to see its order all the same."
-        )
+        languages = languages_label(backend.languages, lang)
+        anyway = text(lang, "rerank_anyway")
+        lines.append(text(lang, "banner_reads", languages=languages, anyway=anyway))
     if not backend.takes_instruction:
-        text += "  \n**No instruction:** this model does not read one."
+        lines.append(text(lang, "banner_no_instruction"))
     if backend.is_minilm:
-        text += f"  \n**Best available here?** {OFFLINE_BEST_NOTE}"
-    return text
+        lines.append(text(lang, "banner_best", note=text(lang, "offline_best")))
+    return "  \n".join(lines)
 
 
-METRICS_HELP = """The demo's client runs with `metrics=True`: every call updates the Prometheus
-metrics of `rerank_plugins.telemetry` (call duration, documents per call, requests by status
-class, errors, retries, cache hits and misses, calls in flight), labelled by model and route
-only. In your application, expose them for Prometheus with
-`prometheus_client.start_http_server(9464)` (then scrape `http://HOST:9464/metrics`); started
-with `--metrics-port`, this demo does the same."""
+def _instruction_note(backend: Backend) -> str:
+    if backend.takes_instruction:
+        return "note_qwen"
+    return "note_minilm" if backend.english_only else "note_other"
 
 
-def metrics_snapshot() -> str:
+METRICS_HELP = text("en", "metrics_help")
+
+
+def metrics_snapshot(lang: Lang = "en") -> str:
     """The ``rerank_`` lines of the default Prometheus registry, as a scrape would show them."""
     try:
         from prometheus_client import REGISTRY, generate_latest
     except ImportError:
-        return "prometheus_client is not installed: pip install 'rerank-plugins[metrics]'"
+        return text(lang, "no_metrics_lib")
     lines = generate_latest(REGISTRY).decode().splitlines()
     # Samples start with the metric's name; HELP and TYPE lines name it third.
     shown = [
@@ -110,7 +137,22 @@ def metrics_snapshot() -> str:
         for line in lines
         if line.startswith("rerank_") or line.startswith(("# HELP rerank_", "# TYPE rerank_"))
     ]
-    return "\n".join(shown) or "(no calls yet)"
+    return "\n".join(shown) or text(lang, "no_calls")
+
+
+class DemoBlocks(gr.Blocks):
+    """``gr.Blocks`` that launches with the translations its page was built with.
+
+    Callers launch it as any Blocks (``demo.launch(**launch_options())``); the ``i18n``
+    argument Gradio needs for a page that follows the browser's language is filled in here.
+    """
+
+    ui_text: UiText | None = None
+
+    def launch(self, *args: Any, **kwargs: Any) -> Any:
+        if self.ui_text is not None and self.ui_text.fixed is None:
+            kwargs.setdefault("i18n", self.ui_text.i18n)
+        return super().launch(*args, **kwargs)
 
 
 def build_demo(
@@ -120,96 +162,133 @@ def build_demo(
     corpora: Mapping[str, Corpus] | None = None,
     examples: Examples | None = None,
     cache: IndexCache | None = None,
+    public: Mapping[str, PublicSet] | None = None,
+    lang: Lang | None = None,
 ) -> gr.Blocks:
-    """The demo UI over one shared ``client``; ``backend`` says which model it is and why."""
+    """The demo UI over one shared ``client``; ``backend`` says which model it is and why.
+
+    ``public`` are the public labelled sets offered beside the bundled corpora (default: those
+    in ``data/``, read at first use). ``lang`` fixes the interface language (``"en"``,
+    ``"zh"``); None follows the browser's.
+    """
     corpora = load_bundled() if corpora is None else corpora
     examples = load_examples_safe() if examples is None else examples
-    handlers = Handlers(client, backend, corpora, cache)
-    choices = [*handlers.by_label, OWN_DOCS]
-    model_label = backend.model or "(server default)"
+    public = load_public() if public is None else public
+    ui = UiText(lang)
+    handlers = Handlers(client, backend, corpora, cache, public=public, lang=lang)
+
+    def corpus_label(corpus: Corpus) -> Any:
+        return ui.each(
+            f"corpus_label.{corpus.name}",
+            lambda tl: text(
+                tl,
+                "corpus_label",
+                title=handlers.corpus_title(corpus, tl),
+                n=len(corpus.documents),
+            ),
+        )
+
+    def try_label(corpus: Corpus | PublicSet) -> Any:
+        return ui.each(
+            f"try.{corpus.name}",
+            lambda tl: text(tl, "try", corpus=handlers.corpus_title(corpus, tl)),
+        )
+
+    choices: list[tuple[Any, str]] = [(corpus_label(c), name) for name, c in corpora.items()]
+    choices += [(ui(f"corpus_{name}"), name) for name in public]
+    choices.append((ui("own_docs"), OWN_DOCS))
+    model_label = backend.model or text(lang or "en", "server_default")
     instruction_kwargs: dict[str, Any] = {
         "interactive": backend.takes_instruction,
-        "info": backend.instruction_note,
-        "placeholder": f"Empty: the default, “{DEFAULT_INSTRUCTION}”",
+        "info": ui(_instruction_note(backend)),
+        "placeholder": ui("instruction_placeholder", default=DEFAULT_INSTRUCTION),
     }
-    limits = f"Up to {MAX_UPLOAD_BYTES // 2**20} MB per file and {MAX_DOCUMENTS:,} documents."
+    limits = ui("limits", mb=MAX_UPLOAD_BYTES // 2**20, docs=f"{MAX_DOCUMENTS:,}")
+    first = lang or "en"
 
-    blocks: gr.Blocks
-    with gr.Blocks(title="BM25 → rerank demo", analytics_enabled=False) as blocks:
-        gr.Markdown(
-            "# BM25 → rerank\nBM25 finds candidates, a vLLM-served reranker re-scores them; "
-            "see which documents moved and why."
-        )
-        gr.Markdown(_banner(backend), elem_id="rr-banner")
-        with gr.Tab("Search a corpus", id="search"), gr.Row(equal_height=False):
+    blocks: DemoBlocks
+    with DemoBlocks(title=text(first, "title"), analytics_enabled=False) as blocks:
+        blocks.ui_text = ui
+        gr.Markdown(ui("intro"))
+        gr.Markdown(ui.each("banner", lambda tl: _banner(backend, tl)), elem_id="rr-banner")
+        with gr.Tab(ui("tab_search"), id="search"), gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
-                corpus = gr.Radio(choices, value=choices[0], label="Corpus", elem_id="rr-corpus")
-                with gr.Group(visible=not handlers.by_label) as own_box:
+                corpus = gr.Radio(
+                    choices, value=choices[0][1], label=ui("corpus"), elem_id="rr-corpus"
+                )
+                with gr.Group(visible=len(choices) == 1) as own_box:
                     upload = gr.File(
-                        label="Upload .txt, .md or .jsonl (≤ 2 MB)",
+                        label=ui("upload"),
                         file_types=[".txt", ".md", ".jsonl"],
                         type="filepath",
                         elem_id="rr-upload",
                     )
                     pasted = gr.Textbox(
-                        label="…or paste documents",
+                        label=ui("paste"),
                         lines=5,
-                        placeholder="One document per line, or paragraphs split by blank lines",
+                        placeholder=ui("paste_placeholder"),
                         elem_id="rr-paste",
                     )
                     split = gr.Radio(
-                        list(SPLIT_MODES), value=next(iter(SPLIT_MODES)), label="Split into"
+                        [(ui(key), mode) for mode, key in _SPLIT_KEYS.items()],
+                        value="auto",
+                        label=ui("split"),
                     )
                     docs_status = gr.Markdown(limits, elem_id="rr-docs-status")
                 top_k = gr.Slider(
-                    5, 300, value=50, step=5, label="BM25 candidates (top-k)",
-                    info="How many BM25 hits the reranker re-scores", elem_id="rr-topk",
+                    5, 300, value=50, step=5, label=ui("top_k"),
+                    info=ui("top_k_info"), elem_id="rr-topk",
                 )  # fmt: skip
                 top_n = gr.Slider(
                     1,
                     30,
                     value=10,
                     step=1,
-                    label="Shown after reranking (top-n)",
+                    label=ui("top_n"),
                     elem_id="rr-topn",
                 )
                 rerank_anyway = gr.Checkbox(
                     value=False,
-                    label=RERANK_ANYWAY,
-                    info=f"Off: text that {model_label} cannot read keeps BM25's order",
+                    label=ui("rerank_anyway"),
+                    info=ui("rerank_anyway_info", model=model_label),
                     visible=backend.languages is not None,
                     elem_id="rr-rerank-anyway",
                 )
-                with gr.Accordion("Instruction", open=True):
+                with gr.Accordion(ui("instruction"), open=True):
                     preset = gr.Dropdown(
-                        list(INSTRUCTION_PRESETS),
+                        [(ui(_PRESET_KEYS[name]), name) for name in INSTRUCTION_PRESETS],
                         value=next(iter(INSTRUCTION_PRESETS)),
-                        label="Preset",
+                        label=ui("preset"),
                         interactive=backend.takes_instruction,
                     )
                     instruction = gr.Textbox(
-                        label="Instruction", lines=2, elem_id="rr-instruction", **instruction_kwargs
+                        label=ui("instruction"),
+                        lines=2,
+                        elem_id="rr-instruction",
+                        **instruction_kwargs,
                     )
                 gr.Textbox(
-                    value=f"{model_label} — {backend.origin}",
-                    label="Model / backend",
+                    value=ui.each(
+                        "model_box", lambda tl: f"{model_label} — {_origin(backend, tl)}"
+                    ),
+                    label=ui("model_box"),
                     interactive=False,
                     elem_id="rr-model",
                 )
             with gr.Column(scale=3):
                 with gr.Row(equal_height=True):
                     query = gr.Textbox(
-                        label="Query",
-                        placeholder="Ask something, e.g. how do vaccines train immunity?",
+                        label=ui("query"),
+                        placeholder=ui("query_placeholder"),
                         scale=5,
                         elem_id="rr-query",
                     )
-                    go = gr.Button("Search & rerank", variant="primary", scale=1, elem_id="rr-go")
+                    go = gr.Button(ui("go"), variant="primary", scale=1, elem_id="rr-go")
                 example_sets = [
-                    (corpora[name].label, gr.Dataset(
+                    (name, gr.Dataset(
                         components=[query],
                         samples=[[q] for q in qs],
-                        label=f"Try: {corpora[name].label}",
+                        label=try_label(corpora[name]),
                         layout="gallery",
                         samples_per_page=8,
                         elem_id=f"rr-examples-{name}",
@@ -217,11 +296,25 @@ def build_demo(
                     for name, qs in examples.queries.items()
                     if name in corpora
                 ]  # fmt: skip
+                # A public set's queries are read with the set, after the page opens.
+                public_sets = [
+                    (name, gr.Dataset(
+                        components=[query],
+                        samples=[],
+                        label=try_label(public_set),
+                        layout="gallery",
+                        samples_per_page=6,
+                        visible=False,
+                        elem_id=f"rr-examples-{name}",
+                    ))
+                    for name, public_set in public.items()
+                ]  # fmt: skip
                 status = gr.Markdown(elem_id="rr-status")
+                judged = gr.Markdown(elem_id="rr-judged")
                 timings = gr.Markdown(elem_id="rr-timings")
                 table = gr.Dataframe(
-                    value=pd.DataFrame(columns=TABLE_COLUMNS),
-                    label="Reranked results (Change = places moved compared with BM25)",
+                    value=pd.DataFrame(columns=table_columns(first)),
+                    label=ui("table"),
                     interactive=False,
                     wrap=True,
                     max_height=760,
@@ -229,9 +322,11 @@ def build_demo(
                     elem_id="rr-table",
                 )
                 chart = gr.Plot(show_label=False, elem_id="rr-chart")
-                docs_view = gr.HTML(documents_html([], "", "en"), elem_id="rr-docs")
-        with gr.Tab("Rerank a list", id="list"):
-            gr.Markdown("Paste a query and candidates, one per line; the reranker orders them.")
+                docs_view = gr.HTML(
+                    f'<div class="rr-empty">{ui("no_results")}</div>', elem_id="rr-docs"
+                )
+        with gr.Tab(ui("tab_list"), id="list"):
+            gr.Markdown(ui("list_intro"))
             first_query, first_docs = next(iter(examples.lists.values()), (DEFAULT_LIST_QUERY, ()))
             with gr.Row():
                 with gr.Column(scale=2):
@@ -239,57 +334,61 @@ def build_demo(
                         list_example = gr.Dropdown(
                             list(examples.lists),
                             value=next(iter(examples.lists)),
-                            label="Example list",
+                            label=ui("list_example"),
                             elem_id="rr-list-example",
                         )
                     list_query = gr.Textbox(
-                        value=first_query, label="Query", elem_id="rr-list-query"
+                        value=first_query, label=ui("query"), elem_id="rr-list-query"
                     )
                     list_docs = gr.Textbox(
                         value="\n".join(first_docs),
-                        label="Candidates, one per line",
+                        label=ui("candidates"),
                         lines=10,
                         max_lines=20,
                         elem_id="rr-list-docs",
                     )
                     list_instruction = gr.Textbox(
-                        label="Instruction", lines=1, elem_id="rr-list-instruction",
+                        label=ui("instruction"), lines=1, elem_id="rr-list-instruction",
                         **instruction_kwargs,
                     )  # fmt: skip
                     list_anyway = gr.Checkbox(
                         value=False,
-                        label=RERANK_ANYWAY,
+                        label=ui("rerank_anyway"),
                         visible=backend.languages is not None,
                         elem_id="rr-list-rerank-anyway",
                     )
-                    list_go = gr.Button("Rerank", variant="primary", elem_id="rr-list-go")
+                    list_go = gr.Button(ui("list_go"), variant="primary", elem_id="rr-list-go")
                 with gr.Column(scale=3):
                     list_status = gr.Markdown(elem_id="rr-list-status")
                     list_out = gr.Dataframe(
-                        value=pd.DataFrame(columns=LIST_COLUMNS),
-                        label="Ranked candidates",
+                        value=pd.DataFrame(columns=list_columns(first)),
+                        label=ui("list_table"),
                         interactive=False,
                         wrap=True,
                         column_widths=["8%", "12%", "9%", "71%"],
                         elem_id="rr-list-table",
                     )
 
-        with gr.Tab("Metrics", id="metrics"):
-            gr.Markdown(METRICS_HELP)
+        with gr.Tab(ui("tab_metrics"), id="metrics"):
+            gr.Markdown(ui("metrics_help"))
             metrics_text = gr.Code(
-                value=metrics_snapshot(), label="rerank_* metrics now", elem_id="rr-metrics"
+                value=metrics_snapshot(first), label=ui("metrics_now"), elem_id="rr-metrics"
             )
-            gr.Button("Refresh", elem_id="rr-metrics-refresh").click(
-                metrics_snapshot, None, metrics_text
+
+            def refresh_metrics(request: gr.Request) -> str:
+                return metrics_snapshot(handlers.language(request))
+
+            gr.Button(ui("refresh"), elem_id="rr-metrics-refresh").click(
+                refresh_metrics, None, metrics_text
             )
 
         inputs = [corpus, query, top_k, top_n, instruction, pasted, upload, split, rerank_anyway]
-        outputs = [status, timings, table, chart, docs_view]
+        outputs = [status, timings, table, chart, docs_view, judged]
         go.click(handlers.search, inputs, outputs)
-        for label, dataset in example_sets:
+        for name, dataset in [*example_sets, *public_sets]:
             # Clicking an example picks its corpus too, then runs it.
             dataset.click(
-                lambda sample, label=label: (label, sample[0]), dataset, [corpus, query]
+                lambda sample, name=name: (name, sample[0]), dataset, [corpus, query]
             ).then(handlers.search, inputs, outputs)
         query.submit(handlers.search, inputs, outputs)
         corpus.change(lambda c: gr.update(visible=c == OWN_DOCS), corpus, own_box)
@@ -307,7 +406,42 @@ def build_demo(
             [list_query, list_docs, list_instruction, list_anyway],
             [list_status, list_out],
         )
+        if lang is None:
+            # Table headers are values, which gr.I18n does not translate: set them per visitor.
+
+            def empty_tables(request: gr.Request) -> tuple[pd.DataFrame, pd.DataFrame]:
+                lang = handlers.language(request)
+                return pd.DataFrame(columns=table_columns(lang)), pd.DataFrame(
+                    columns=list_columns(lang)
+                )
+
+            blocks.load(empty_tables, None, [table, list_out], queue=False)
+        if public_sets:
+
+            async def public_examples() -> list[Any]:
+                return await _public_examples(public)
+
+            blocks.load(
+                public_examples,
+                None,
+                [dataset for _, dataset in public_sets],
+                show_progress="hidden",
+            )
     return blocks
+
+
+async def _public_examples(public: Mapping[str, PublicSet]) -> list[Any]:
+    """Each public set's example queries (its own), read at first page load, not at start."""
+    updates: list[Any] = []
+    for public_set in public.values():
+        try:
+            queries = await asyncio.to_thread(public_set.example_queries)
+        except (OSError, ValueError) as exc:  # a missing data/ folder must not break the page
+            logger.warning("public set %s not available: %s", public_set.name, exc)
+            updates.append(gr.Dataset(visible=False))
+            continue
+        updates.append(gr.Dataset(samples=[[q] for q in queries], visible=True))
+    return updates
 
 
 def demo_from_env() -> gr.Blocks:

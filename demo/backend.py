@@ -20,6 +20,8 @@ from rerank_plugins.eval.languages import LANGUAGE_NAMES, model_languages
 from rerank_plugins.prompts import is_qwen3_reranker
 from rerank_plugins.serve import vllm_python as _vllm_python
 
+from .messages import text
+
 __all__ = [
     "MINILM_NAME",
     "OFFLINE_BEST_NOTE",
@@ -72,6 +74,10 @@ class Backend:
     """Why this model, in a sentence a person reads."""
     takes_instruction: bool
     english_only: bool
+    reason_zh: str = ""
+    """``reason`` in Chinese ("": show the English one)."""
+    origin_zh: str = ""
+    """``origin`` in Chinese ("": show the English one)."""
 
     @property
     def languages(self) -> frozenset[str] | None:
@@ -120,6 +126,17 @@ class ModelChoice:
     model: str
     served_name: str
     reason: str
+    reason_zh: str = ""
+    """``reason`` in Chinese, for the demo's Chinese banner."""
+
+
+def _said(key: str, **params: object) -> tuple[str, str]:
+    """A message of demo.messages in English and in Chinese."""
+    return text("en", key, **params), text("zh", key, **params)
+
+
+def _choice(model: str, served_name: str, reason: tuple[str, str]) -> ModelChoice:
+    return ModelChoice(model, served_name, reason[0], reason[1])
 
 
 def vllm_python() -> str:
@@ -186,39 +203,41 @@ def choose_model(requested: str, python: str) -> ModelChoice:
     hardware), ``"minilm"``, or any model directory or hub id.
     """
     if requested == "minilm":
-        return ModelChoice(find_minilm(python), MINILM_NAME, "asked for with --model minilm")
+        return _choice(find_minilm(python), MINILM_NAME, _said("reason_asked_minilm"))
     if requested == "qwen3":
-        return ModelChoice(QWEN3_MODEL, QWEN3_MODEL, "asked for with --model qwen3")
+        return _choice(QWEN3_MODEL, QWEN3_MODEL, _said("reason_asked_qwen3"))
     if requested != "auto":
-        return ModelChoice(requested, Path(requested).name or requested, "asked for with --model")
+        return _choice(requested, Path(requested).name or requested, _said("reason_asked"))
     gpu = has_gpu()
     cpus = os.cpu_count() or 1
     if not hub_reachable():
-        why = f"{HUB_URL} is not reachable (2 s probe), so Qwen3-Reranker cannot be downloaded"
+        why = _said("reason_no_hub", hub=HUB_URL)
     elif gpu:
-        return ModelChoice(QWEN3_MODEL, QWEN3_MODEL, "the model hub is reachable and a GPU is here")
+        return _choice(QWEN3_MODEL, QWEN3_MODEL, _said("reason_gpu"))
     elif cpus >= ENOUGH_CPUS:
-        return ModelChoice(
-            QWEN3_MODEL, QWEN3_MODEL, f"the model hub is reachable and {cpus} CPU cores are here"
-        )
+        return _choice(QWEN3_MODEL, QWEN3_MODEL, _said("reason_cpus", cpus=cpus))
     else:
-        why = (
-            f"no GPU and only {cpus} CPU cores: Qwen3-Reranker-0.6B would take many seconds "
-            "per query (start with --model qwen3 to use it anyway)"
-        )
-    return ModelChoice(find_minilm(python), MINILM_NAME, f"offline fallback: {why}")
+        why = _said("reason_few_cpus", cpus=cpus)
+    fallback = (
+        text("en", "reason_fallback", why=why[0]),
+        text("zh", "reason_fallback", why=why[1]),
+    )
+    return _choice(find_minilm(python), MINILM_NAME, fallback)
 
 
 def embedded_backend(base_url: str, choice: ModelChoice, pid: int | None) -> Backend:
     """The backend description of a vLLM the demo started."""
     qwen = is_qwen3_reranker(choice.model) or is_qwen3_reranker(choice.served_name)
+    origin = _said("origin_embedded", url=base_url, pid=pid)
     return Backend(
         base_url=base_url,
         model=choice.served_name,
-        origin=f"embedded vLLM at {base_url} (pid {pid})",
+        origin=origin[0],
         reason=choice.reason,
         takes_instruction=qwen,
         english_only=choice.served_name == MINILM_NAME,
+        reason_zh=choice.reason_zh,
+        origin_zh=origin[1],
     )
 
 
@@ -241,18 +260,21 @@ def describe_server(base_url: str, model: str | None = None, timeout: float = 3.
     qwen = is_qwen3_reranker(names)
     minilm = "minilm" in names.lower()
     if qwen:
-        reason = "the server serves a Qwen3-Reranker"
+        reason = _said("reason_server_qwen")
     elif minilm:
-        reason = "the server serves MiniLM (English only)"
+        reason = _said("reason_server_minilm")
     else:
-        reason = "the server's model was given with --base-url / RERANK_BASE_URL"
+        reason = _said("reason_server_given")
+    origin = _said("origin_server", url=base_url.rstrip("/"))
     return Backend(
         base_url=base_url.rstrip("/"),
         model=served,
-        origin=f"server at {base_url.rstrip('/')}",
-        reason=reason,
+        origin=origin[0],
+        reason=reason[0],
         takes_instruction=qwen,
         english_only=minilm,
+        reason_zh=reason[1],
+        origin_zh=origin[1],
     )
 
 

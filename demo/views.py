@@ -6,8 +6,9 @@ Pure functions from pipeline results to pandas / matplotlib / HTML; no Gradio he
 from __future__ import annotations
 
 import html
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import matplotlib
@@ -16,10 +17,12 @@ matplotlib.use("Agg")  # no display on a server; must precede pyplot
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib import font_manager
 from matplotlib.figure import Figure
 
 from rerank_plugins.retrieval import Language, tokenize
 
+from .messages import Lang, text
 from .pipeline import Ranked, SearchOutcome
 
 __all__ = [
@@ -27,8 +30,10 @@ __all__ = [
     "comparison_figure",
     "documents_html",
     "highlight",
+    "list_columns",
     "list_table",
     "results_table",
+    "table_columns",
     "timing_markdown",
 ]
 
@@ -41,6 +46,39 @@ _UP, _DOWN, _SAME, _OTHER = "#16a34a", "#dc2626", "#6b7280", "#cbd5e1"
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RE = re.compile(f"[{_CJK}]")
 _LATIN_WORD = f"[^\\W_{_CJK}]+"
+_TABLE_KEYS = (
+    "col_rank",
+    "col_score",
+    "col_bm25_rank",
+    "col_bm25_score",
+    "col_change",
+    "col_doc",
+    "col_document",
+)
+_LIST_KEYS = ("col_rank", "col_score", "col_input", "col_document")
+# Chinese chart labels need a CJK font. matplotlib falls back glyph by glyph along the family
+# list, so Latin text keeps DejaVu Sans; only installed fonts are named.
+_CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "SimHei",
+    "PingFang SC",
+)
+_installed = {font.name for font in font_manager.fontManager.ttflist}
+matplotlib.rcParams["font.family"] = ["DejaVu Sans", *(f for f in _CJK_FONTS if f in _installed)]
+# WenQuanYi has only a medium weight: matplotlib would log "failed to find font weight normal".
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+
+
+def table_columns(lang: Lang = "en") -> list[str]:
+    """The comparison table's column headers in ``lang`` (English: :data:`TABLE_COLUMNS`)."""
+    return [text(lang, key) for key in _TABLE_KEYS]
+
+
+def list_columns(lang: Lang = "en") -> list[str]:
+    """The list tab's column headers in ``lang`` (English: :data:`LIST_COLUMNS`)."""
+    return [text(lang, key) for key in _LIST_KEYS]
 
 
 def _snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
@@ -57,10 +95,21 @@ def _snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
 NOT_SCORED = "—"
 
 
-def results_table(shown: Sequence[Ranked], reranked: bool = True) -> pd.DataFrame:
+def _judged(r: Ranked, grades: Mapping[int, int] | None) -> str:
+    # A judged-relevant document is marked where the eye reads first: before its text.
+    return "✓ " if grades and grades.get(r.index, 0) > 0 else ""
+
+
+def results_table(
+    shown: Sequence[Ranked],
+    reranked: bool = True,
+    lang: Lang = "en",
+    grades: Mapping[int, int] | None = None,
+) -> pd.DataFrame:
     """The comparison table: reranked rank and score next to BM25's rank and score.
 
-    Not ``reranked``: BM25's own order, with no rerank score (``—``).
+    Not ``reranked``: BM25's own order, with no rerank score (``—``). ``grades`` (corpus
+    position -> relevance grade) puts ✓ before each judged-relevant document.
     """
     rows = [
         [
@@ -70,22 +119,22 @@ def results_table(shown: Sequence[Ranked], reranked: bool = True) -> pd.DataFram
             round(r.bm25_score, 3),
             r.change_label,
             r.index,
-            _snippet(r.text),
+            _judged(r, grades) + _snippet(r.text),
         ]
         for r in shown
     ]
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    return pd.DataFrame(rows, columns=table_columns(lang))
 
 
-def list_table(shown: Sequence[Ranked], reranked: bool = True) -> pd.DataFrame:
+def list_table(shown: Sequence[Ranked], reranked: bool = True, lang: Lang = "en") -> pd.DataFrame:
     """The pasted-list tab's table: rank, score, the candidate's input position, its text."""
     rows = [
         [r.rank, round(r.score, 4) if reranked else NOT_SCORED, r.index + 1, r.text] for r in shown
     ]
-    return pd.DataFrame(rows, columns=LIST_COLUMNS)
+    return pd.DataFrame(rows, columns=list_columns(lang))
 
 
-def comparison_figure(outcome: SearchOutcome, top_n: int) -> Figure:
+def comparison_figure(outcome: SearchOutcome, top_n: int, lang: Lang = "en") -> Figure:
     """Left: how each shown document moved from its BM25 rank; right: BM25 vs rerank score."""
     shown = outcome.shown(top_n)
     fig, (slope, scatter) = plt.subplots(
@@ -108,7 +157,7 @@ def comparison_figure(outcome: SearchOutcome, top_n: int) -> Figure:
             color=color,
         )
         slope.annotate(
-            f"#{r.rank}  doc {r.index}",
+            f"#{r.rank}  {text(lang, 'chart_doc', index=r.index)}",
             (1, r.rank),
             xytext=(8, 0),
             textcoords="offset points",
@@ -119,19 +168,19 @@ def comparison_figure(outcome: SearchOutcome, top_n: int) -> Figure:
         )
     slope.set_xlim(-0.35, 1.45)
     slope.set_ylim(worst + 0.8, 0.2)  # rank 1 on top
-    slope.set_xticks([0, 1], ["BM25 rank", "Reranked"])
+    slope.set_xticks([0, 1], [text(lang, "chart_bm25_rank"), text(lang, "chart_reranked")])
     slope.set_yticks([])
-    slope.set_title(f"Rank change of the top {len(shown)}", fontsize=11)
+    slope.set_title(text(lang, "chart_rank_change", n=len(shown)), fontsize=11)
     for side in ("left", "right", "top"):
         slope.spines[side].set_visible(False)
 
     if not outcome.reranked:
-        slope.set_xticks([0, 1], ["BM25 rank", "Shown (BM25's order)"])
+        slope.set_xticks([0, 1], [text(lang, "chart_bm25_rank"), text(lang, "chart_shown_bm25")])
         scatter.axis("off")
         scatter.text(
             0.5,
             0.5,
-            "Not reranked: the model cannot read\nthis language, so BM25's order is shown.",
+            text(lang, "chart_not_reranked"),
             ha="center",
             va="center",
             fontsize=11,
@@ -148,14 +197,14 @@ def comparison_figure(outcome: SearchOutcome, top_n: int) -> Figure:
             [r.score for r in others],
             s=18,
             color=_OTHER,
-            label=f"other BM25 candidates ({len(others)})",
+            label=text(lang, "chart_others", n=len(others)),
         )
     scatter.scatter(
         [r.bm25_score for r in shown],
         [r.score for r in shown],
         s=36,
         color="#2563eb",
-        label=f"shown top {len(shown)}",
+        label=text(lang, "chart_shown", n=len(shown)),
         zorder=3,
     )
     for r in shown:
@@ -167,9 +216,9 @@ def comparison_figure(outcome: SearchOutcome, top_n: int) -> Figure:
             fontsize=8,
             color="#1e3a8a",
         )
-    scatter.set_xlabel("BM25 score")
-    scatter.set_ylabel("rerank score")
-    scatter.set_title("BM25 score vs rerank score", fontsize=11)
+    scatter.set_xlabel(text(lang, "chart_bm25_score"))
+    scatter.set_ylabel(text(lang, "chart_rerank_score"))
+    scatter.set_title(text(lang, "chart_scores"), fontsize=11)
     scatter.grid(alpha=0.3)
     scatter.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -214,44 +263,66 @@ def _change_badge(r: Ranked) -> str:
 
 
 def documents_html(
-    shown: Sequence[Ranked], query: str, language: Language, reranked: bool = True
+    shown: Sequence[Ranked],
+    query: str,
+    language: Language,
+    reranked: bool = True,
+    lang: Lang = "en",
+    grades: Mapping[int, int] | None = None,
 ) -> str:
-    """The shown documents, best first, full text with query terms highlighted."""
+    """The shown documents, best first, full text with query terms highlighted.
+
+    ``grades`` (corpus position -> relevance grade) marks judged-relevant documents with ✓.
+    """
     if not shown:
-        return '<div class="rr-empty">No results yet.</div>'
+        return f'<div class="rr-empty">{html.escape(text(lang, "no_results"))}</div>'
     cards = []
     for r in shown:
-        text = r.text if len(r.text) <= CARD_CHARS else r.text[:CARD_CHARS] + "…"
-        score = f"score <b>{r.score:.4f}</b>" if reranked else "not reranked"
+        body = r.text if len(r.text) <= CARD_CHARS else r.text[:CARD_CHARS] + "…"
+        score = (
+            text(lang, "card_score", score=r.score) if reranked else text(lang, "card_not_reranked")
+        )
+        grade = grades.get(r.index, 0) if grades else 0
+        judged = (
+            f' · <span class="rr-rel">{text(lang, "card_relevant", grade=grade)}</span>'
+            if grade > 0
+            else ""
+        )
         cards.append(
             '<div class="rr-card">'
             f'<div class="rr-head"><span class="rr-rank">#{r.rank}</span>'
             f'<span class="rr-meta">{score} · BM25 #{r.bm25_rank} '
-            f"({r.bm25_score:.2f}) · {_change_badge(r)} · doc {r.index}</span></div>"
-            f'<div class="rr-text">{highlight(text, query, language)}</div></div>'
+            f"({r.bm25_score:.2f}) · {_change_badge(r)} · "
+            f"{text(lang, 'card_doc', index=r.index)}{judged}</span></div>"
+            f'<div class="rr-text">{highlight(body, query, language)}</div></div>'
         )
     return '<div class="rr-cards">' + "".join(cards) + "</div>"
 
 
 def timing_markdown(
-    outcome: SearchOutcome, corpus_size: int, model: str, batches: int | None = None
+    outcome: SearchOutcome,
+    corpus_size: int,
+    model: str,
+    batches: int | None = None,
+    lang: Lang = "en",
 ) -> str:
     """BM25 and rerank times, candidates and tokens, in one line a person reads."""
     index = (
-        f" (index built now in {outcome.index_ms:,.0f} ms, then cached)"
+        text(lang, "timing_index_built", ms=outcome.index_ms)
         if outcome.index_ms is not None
-        else " (cached index)"
+        else text(lang, "timing_index_cached")
     )
-    tokens = outcome.result.usage.total_tokens if outcome.result else 0
-    batch_note = f", {batches} batches" if batches and batches > 1 else ""
+    common = {
+        "bm25": outcome.bm25_ms,
+        "docs": corpus_size,
+        "index": index,
+        "hits": len(outcome.hits),
+        "model": model,
+    }
     if not outcome.reranked:
-        return (
-            f"**BM25** {outcome.bm25_ms:,.1f} ms over {corpus_size:,} documents{index} · "
-            f"**Rerank** skipped ({len(outcome.hits)} candidates kept in BM25's order) · "
-            f"**Model** `{model}`"
-        )
-    return (
-        f"**BM25** {outcome.bm25_ms:,.1f} ms over {corpus_size:,} documents{index} · "
-        f"**Rerank** {outcome.rerank_ms:,.0f} ms for {len(outcome.hits)} candidates"
-        f"{batch_note} · **Tokens** {tokens:,} · **Model** `{model}`"
+        return text(lang, "timing_skipped", **common)
+    tokens = outcome.result.usage.total_tokens if outcome.result else 0
+    batch_note = text(lang, "timing_batches", n=batches) if batches and batches > 1 else ""
+    return text(
+        lang, "timing", rerank=outcome.rerank_ms, batches=batch_note, tokens=tokens, **common
     )

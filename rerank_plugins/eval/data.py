@@ -4,22 +4,44 @@
   (``{"_id", "text"}``), ``qrels/<split>.tsv`` (``query-id corpus-id score`` with a header).
 * The package's layout (``rerank_plugins/datasets/eval_en``): ``corpus.jsonl`` (``{"id",
   "title"?, "text"}``), ``queries.jsonl`` (``{"id", "text"}``), ``qrels.tsv``.
+* Any ``.jsonl`` file may be stored gzipped as ``.jsonl.gz`` (the shipped corpora are).
 * TREC files: runs ``qid Q0 docid rank score tag`` and qrels ``qid 0 docid grade``.
+
+A set is found by name (``load_collection("medquad-liveqa")``), looked up in this order: an
+existing path; ``$RERANK_DATA_DIR/<name>``; ``./data/<name>`` from the working directory; the
+repository's ``data/<name>`` beside the package (a clone, or an editable install); the sets
+bundled in the package (``eval_en``).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .. import datasets
 
-__all__ = ["Collection", "load_collection", "read_trec_qrels", "read_trec_run", "write_trec_run"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "Collection",
+    "load_collection",
+    "locate_collection",
+    "read_trec_qrels",
+    "read_trec_run",
+    "write_trec_run",
+]
+
+DATA_DIR_ENV = "RERANK_DATA_DIR"
+"""Environment variable naming a folder of sets, each in a sub-folder named after the set."""
+
+# rerank_plugins/eval/data.py -> the repository root (a clone, or an editable install).
+_REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 @dataclass(frozen=True)
@@ -40,9 +62,22 @@ class Collection:
         return [qid for qid in self.queries if any(g > 0 for g in self.qrels.get(qid, {}).values())]
 
 
+def _jsonl_file(folder: Path, stem: str) -> Path:
+    """``folder/stem.jsonl``, or its gzipped twin ``stem.jsonl.gz`` when only that exists."""
+    plain = folder / f"{stem}.jsonl"
+    packed = folder / f"{stem}.jsonl.gz"
+    return packed if packed.is_file() and not plain.is_file() else plain
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
+    with _open_text(path) as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -145,16 +180,15 @@ def _beir(folder: Path, split: str | None) -> Collection:
         split = "test" if "test" in splits else splits[0]
     if split not in splits:
         raise ValueError(f"no split {split!r} in {qrels_dir} (found: {', '.join(splits)})")
-    corpus = _jsonl(folder / "corpus.jsonl")
-    doc_ids = tuple(_row_id(row, folder / "corpus.jsonl") for row in corpus)
+    corpus_file = _jsonl_file(folder, "corpus")
+    queries_file = _jsonl_file(folder, "queries")
+    corpus = _jsonl(corpus_file)
+    doc_ids = tuple(_row_id(row, corpus_file) for row in corpus)
     texts = tuple(
         datasets.Document(i, str(row.get("text", "")), row.get("title") or None).full_text
         for i, row in zip(doc_ids, corpus, strict=True)
     )
-    queries = {
-        _row_id(row, folder / "queries.jsonl"): str(row["text"])
-        for row in _jsonl(folder / "queries.jsonl")
-    }
+    queries = {_row_id(row, queries_file): str(row["text"]) for row in _jsonl(queries_file)}
     qrels = read_trec_qrels(qrels_dir / f"{split}.tsv")
     return Collection(
         f"{folder.name} ({split})", doc_ids, texts, queries, qrels, source=f"BEIR folder {folder}"
@@ -172,23 +206,66 @@ def _from_eval_set(eval_set: datasets.EvalSet, source: str) -> Collection:
     )
 
 
-def load_collection(source: str | PathLike[str], split: str | None = None) -> Collection:
-    """Load a bundled set by name (e.g. ``"eval_en"``), a BEIR folder or a package-layout folder.
+def _candidates(name: str) -> list[Path]:
+    """The folders a set called ``name`` may live in, in lookup order (see the module doc)."""
+    places = [Path(name)]
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        places.append(Path(env) / name)
+    places.append(Path.cwd() / "data" / name)
+    places.append(_REPO_DATA / name)
+    return places
+
+
+def locate_collection(source: str | PathLike[str]) -> Path | str:
+    """Where ``source`` is read from: a folder, or the name of a set bundled in the package.
 
     Raises:
-        ValueError: the folder is in neither layout, or a file is malformed.
+        ValueError: nothing was found; the message names every place looked in.
 
     """
+    places = _candidates(os.fspath(source))
+    for place in places:
+        if place.is_dir():
+            return place
     if isinstance(source, str) and source in datasets.EVAL_SETS:
-        return _from_eval_set(datasets.load_eval_set(source), f"bundled set {source}")
-    folder = Path(source)
-    if not folder.is_dir():
-        bundled = ", ".join(datasets.EVAL_SETS)
-        raise ValueError(f"{folder} is not a folder nor a bundled set ({bundled})")
+        return source
+    looked = "; ".join(str(p) for p in dict.fromkeys(places))
+    shipped = sorted(
+        {
+            p.name
+            for base in (Path.cwd() / "data", _REPO_DATA)
+            if base.is_dir()
+            for p in base.iterdir()
+            if (p / "qrels").is_dir()
+        }
+    )
+    known = ", ".join([*shipped, *datasets.EVAL_SETS])
+    raise ValueError(
+        f"no data set {os.fspath(source)!r}: not a folder, looked in {looked} (and "
+        f"${DATA_DIR_ENV} when set); sets found by name: {known}"
+    )
+
+
+def load_collection(source: str | PathLike[str], split: str | None = None) -> Collection:
+    """Load a labelled set: a folder, or a name such as ``"medquad-liveqa"`` or ``"eval_en"``.
+
+    A name is looked up as the module doc says; a folder is in BEIR layout (``qrels/``) or the
+    package's (``qrels.tsv``), its ``.jsonl`` files plain or gzipped.
+
+    Raises:
+        ValueError: the set is not found (the message names where it looked), the folder is
+            in neither layout, or a file is malformed.
+
+    """
+    found = locate_collection(source)
+    if isinstance(found, str):
+        return _from_eval_set(datasets.load_eval_set(found), f"bundled set {found}")
+    folder = found
     if (folder / "qrels").is_dir():
         return _beir(folder, split)
     if (folder / "qrels.tsv").is_file():
         return _from_eval_set(datasets.read_eval_set(folder), f"folder {folder}")
     raise ValueError(
-        f"{folder}: expected corpus.jsonl, queries.jsonl and qrels/*.tsv (BEIR) or qrels.tsv"
+        f"{folder}: expected corpus.jsonl[.gz], queries.jsonl and qrels/*.tsv (BEIR) or qrels.tsv"
     )

@@ -1,14 +1,17 @@
+# ruff: noqa: RUF001  (Chinese text uses full-width punctuation on purpose)
 """The demo end to end in headless Chromium (Debian's package, driven by Playwright).
 
 The app runs in this process (``launch(prevent_thread_lock=True)``) against the real MiniLM
 server; one demo points at a closed port for the backend-down message; one test runs
-``bash demo/run.sh`` as a newcomer would and checks it leaves no vLLM behind.
+``bash demo/run.sh`` as a newcomer would and checks it leaves no vLLM behind. Browsers ask
+for English (``en-US``) or Chinese (``zh-CN``), as a visitor's settings would.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +27,7 @@ from support.servers import ServerHandle
 
 from demo.app import build_demo, launch_options
 from demo.backend import Backend, describe_server
+from demo.messages import Lang
 from rerank_plugins import AsyncRerankClient
 from rerank_plugins.serve import free_port
 
@@ -43,11 +47,40 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 120_000  # a rerank on two busy CPU cores can take tens of seconds
 ROW = "#rr-table [role=row].virtual-row"
+SCREENSHOTS = ROOT / "demo"
+LOCALES: dict[Lang, str] = {"en": "en-US", "zh": "zh-CN"}
+# What a visitor reads on the page, in each language.
+SEEN: dict[Lang, dict[str, str]] = {
+    "en": {
+        "query": "Query",
+        "go": "Search & rerank",
+        "corpus": "Corpus",
+        "tabs": "Search a corpus|Rerank a list|Metrics",
+        "headers": "Rank|Score|BM25 rank|BM25 score|Change|Doc #|Document",
+        "banner": "Reads English only",
+        "reranked": "Reranked BM25's top",
+        "timings": "Rerank",
+        "card": "score",
+    },
+    "zh": {
+        "query": "查询",
+        "go": "检索并重排序",
+        "corpus": "语料库",
+        "tabs": "检索语料库|对列表重排序|指标",
+        "headers": "名次|得分|BM25 名次|BM25 得分|变化|文档编号|文档",
+        "banner": "只读得懂英文",
+        "reranked": "已对 BM25",
+        "timings": "重排序",
+        "card": "得分",
+    },
+}
 
 
-def _launch(client: AsyncRerankClient, backend: Backend) -> tuple[Blocks, str]:
+def _launch(
+    client: AsyncRerankClient, backend: Backend, lang: Lang | None = None
+) -> tuple[Blocks, str]:
     port = free_port()
-    blocks = build_demo(client, backend)
+    blocks = build_demo(client, backend, lang=lang)
     blocks.launch(
         server_name="127.0.0.1",
         server_port=port,
@@ -63,6 +96,16 @@ def demo_url(minilm_server: ServerHandle) -> Iterator[str]:
     base_url = minilm_server.base_url
     client = AsyncRerankClient(base_url=base_url, timeout=300.0, metrics=True)
     blocks, url = _launch(client, describe_server(base_url))
+    yield url
+    blocks.close()
+
+
+@pytest.fixture(scope="module")
+def zh_fixed_url(minilm_server: ServerHandle) -> Iterator[str]:
+    """The demo started with ``--lang zh``: Chinese whatever the browser asks for."""
+    base_url = minilm_server.base_url
+    client = AsyncRerankClient(base_url=base_url, timeout=300.0)
+    blocks, url = _launch(client, describe_server(base_url), lang="zh")
     yield url
     blocks.close()
 
@@ -89,13 +132,24 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+def _context_page(browser: Browser, lang: Lang) -> Iterator[Page]:
+    # The locale sets both navigator.language (gr.I18n reads it) and Accept-Language (the
+    # handlers read it), as a browser's language setting does.
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale=LOCALES[lang])
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    yield from _context_page(browser, "en")
+
+
+@pytest.fixture
+def zh_page(browser: Browser) -> Iterator[Page]:
+    yield from _context_page(browser, "zh")
 
 
 def _open(page: Page, url: str) -> None:
@@ -262,15 +316,23 @@ def test_too_large_upload_and_too_many_documents_get_messages(
     assert "6,000 documents" in status.inner_text()
 
 
-def test_backend_down_shows_a_readable_message(page: Page, down_url: str) -> None:
+@pytest.mark.parametrize(
+    ("lang", "failed", "says"),
+    [("en", "The reranker failed", "cannot connect"), ("zh", "重排序服务出错", "无法连接到")],
+)
+def test_backend_down_shows_a_readable_message(
+    browser: Browser, down_url: str, lang: Lang, failed: str, says: str
+) -> None:
+    page = next(_context_page(browser, lang))
     _open(page, down_url)
     _search(page, "how do python decorators work")
     status = page.locator("#rr-status")
-    status.get_by_text("The reranker failed").wait_for()
+    status.get_by_text(failed).wait_for()
     text = status.inner_text()
-    assert "cannot connect" in text and "rerank-serve" in text
+    assert says in text and "rerank-serve" in text
     assert "Traceback" not in page.content()
     assert page.locator(ROW).count() == 0
+    page.context.close()
 
 
 def test_metrics_tab_shows_where_the_metrics_are(page: Page, demo_url: str) -> None:
@@ -306,6 +368,159 @@ def test_rerank_a_pasted_list_tab(page: Page, demo_url: str) -> None:
     scores = [float(c[1]) for c in cells]
     assert scores == sorted(scores, reverse=True)
     page.screenshot(path=str(ARTIFACTS / "demo_list.png"), full_page=True)
+
+
+# -- both languages ---------------------------------------------------------------------------
+
+
+def _labels(page: Page) -> dict[str, str]:
+    """The labels a visitor reads, as the browser renders them."""
+    return {
+        "query": page.locator("#rr-query").inner_text().strip(),
+        "go": page.locator("#rr-go").inner_text().strip(),
+        "corpus": page.locator("#rr-corpus").inner_text().strip().splitlines()[0],
+        "tabs": "|".join(t.strip() for t in page.get_by_role("tab").all_inner_texts()),
+        "banner": page.locator("#rr-banner").inner_text(),
+    }
+
+
+def _headers(page: Page) -> str:
+    cells = page.locator("#rr-table [role=columnheader]").all_inner_texts()
+    return "|".join(c.strip() for c in cells if c.strip())
+
+
+def test_the_same_query_in_english_and_chinese(browser: Browser, demo_url: str) -> None:
+    seen: dict[str, list[list[str]]] = {}
+    for lang in ("en", "zh"):
+        page = next(_context_page(browser, lang))
+        _open(page, demo_url)
+        labels = _labels(page)
+        want = SEEN[lang]
+        assert {k: labels[k] for k in ("query", "go", "corpus", "tabs")} == {
+            k: want[k] for k in ("query", "go", "corpus", "tabs")
+        }
+        assert want["banner"] in labels["banner"] and "all-MiniLM-L6-v2" in labels["banner"]
+        other = SEEN["zh" if lang == "en" else "en"]
+        assert other["go"] not in page.locator("#rr-go").inner_text()
+        _search(page, "how do python decorators work", top_n=5)
+        _wait_for_results(page)
+        assert _headers(page) == want["headers"]
+        status = page.locator("#rr-status").inner_text()
+        assert want["reranked"] in status and other["reranked"] not in status
+        assert re.search(rf"{want['timings']} [\d,]+ ms", page.locator("#rr-timings").inner_text())
+        assert want["card"] in page.locator("#rr-docs .rr-card").first.inner_text()
+        seen[lang] = _table(page)
+        if lang == "en":
+            page.screenshot(path=str(ARTIFACTS / "demo_search_en.png"), full_page=True)
+        page.context.close()
+    # Corpus text and model output are the same in both: only the words around them change.
+    assert [(r[0], r[5], r[6]) for r in seen["en"]] == [(r[0], r[5], r[6]) for r in seen["zh"]]
+    assert "decorator" in seen["zh"][0][6].lower()
+
+
+def test_chinese_interface_explains_the_chinese_corpus_in_chinese(
+    zh_page: Page, demo_url: str
+) -> None:
+    _open(zh_page, demo_url)
+    zh_page.locator("#rr-examples-demo_zh").get_by_text("解释量子纠缠的基本原理").click()
+    _wait_for_results(zh_page)
+    status = zh_page.locator("#rr-status")
+    status.get_by_text("未重排序").wait_for()
+    text = status.inner_text()
+    assert "只读得懂英文" in text and "CJK 字符占" in text and "中文示例" in text
+    assert "仍然重排序" in text and "Showing BM25's order" not in text
+    assert "已跳过" in zh_page.locator("#rr-timings").inner_text()
+    assert "未重排序" in zh_page.locator("#rr-docs .rr-card").first.inner_text()
+    rows = _table(zh_page)
+    assert [int(r[0]) for r in rows] == [int(r[2]) for r in rows] == list(range(1, 11))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    zh_page.screenshot(path=str(ARTIFACTS / "demo_search_zh_ui.png"), full_page=True)
+
+
+def test_lang_zh_is_chinese_for_an_english_browser(page: Page, zh_fixed_url: str) -> None:
+    _open(page, zh_fixed_url)
+    assert _labels(page)["go"] == SEEN["zh"]["go"] and _labels(page)["query"] == "查询"
+    _search(page, "how do python decorators work", top_n=3)
+    _wait_for_results(page)
+    assert "已对 BM25" in page.locator("#rr-status").inner_text()
+    assert _headers(page) == SEEN["zh"]["headers"]
+
+
+# -- public labelled sets ---------------------------------------------------------------------
+
+
+def _judged_figures(page: Page, pattern: str) -> tuple[float, float, float]:
+    judged = page.locator("#rr-judged")
+    judged.get_by_text("nDCG@10").wait_for()
+    match = re.search(pattern, judged.inner_text())
+    assert match, judged.inner_text()
+    bm25, reranked, delta = (float(x) for x in match.groups())
+    assert 0.0 <= bm25 <= 1.0 and 0.0 <= reranked <= 1.0
+    assert abs((reranked - bm25) - delta) < 0.0015
+    return bm25, reranked, delta
+
+
+def _judged_rows(page: Page) -> list[list[str]]:
+    return [r for r in _table(page) if r[6].startswith("✓ ")]
+
+
+def test_medquad_liveqa_shows_judgements_and_ndcg(page: Page, demo_url: str) -> None:
+    _open(page, demo_url)
+    examples = page.locator("#rr-examples-medquad-liveqa")
+    query = "What is the relationship between Noonan syndrome and polycystic renal disease?"
+    examples.get_by_text("What is the relationship between Noonan").click()  # the set's own
+    _wait_for_results(page)  # the first search reads the set and indexes 15,825 documents
+    assert page.locator("#rr-query textarea").input_value() == query
+    status = page.locator("#rr-status").inner_text()
+    assert "15,825 documents" in status and "MedQuAD" in status
+    _, _, delta = _judged_figures(
+        page, r"BM25 (\d\.\d{3}) → reranked (\d\.\d{3}) \(([+-]\d\.\d{3})\)"
+    )
+    judged = page.locator("#rr-judged").inner_text()
+    verdict = "helped" if delta > 0 else "worse" if delta < 0 else "no change"
+    assert verdict in judged
+    marked = _judged_rows(page)
+    assert marked, "no judged-relevant document among the shown ten"
+    assert page.locator("#rr-docs .rr-rel").count() == len(marked)
+    page.screenshot(path=str(ARTIFACTS / "demo_medquad.png"), full_page=True)
+    # A query the set never judged says so instead of inventing a figure.
+    _search(page, "how do vaccines train immunity")
+    page.locator("#rr-judged").get_by_text("No judgements for this query").wait_for()
+    assert "cached index" in page.locator("#rr-timings").inner_text()  # indexed once
+
+
+def test_xquad_zh_judgements_in_the_chinese_interface(zh_page: Page, demo_url: str) -> None:
+    _open(zh_page, demo_url)
+    zh_page.locator("#rr-examples-xquad-zh").get_by_text("黑豹队的防守丢了多少分？").click()
+    _wait_for_results(zh_page)
+    bm25, reranked, delta = _judged_figures(
+        zh_page, r"BM25 (\d\.\d{3}) → 重排序后 (\d\.\d{3})（([+-]\d\.\d{3})）"
+    )
+    # MiniLM cannot read Chinese: not reranked, so both lists are BM25's.
+    assert bm25 == reranked and delta == 0.0
+    assert "未重排序，两个列表都是 BM25 的顺序" in zh_page.locator("#rr-judged").inner_text()
+    assert len(_judged_rows(zh_page)) == 1  # XQuAD judges one passage per question
+    assert "标注为相关" in zh_page.locator("#rr-docs .rr-rel").first.inner_text()
+
+
+def test_screenshots_for_the_readme(browser: Browser, demo_url: str) -> None:
+    """demo/screenshot.png and demo/screenshot_zh.png, from the demo as it is now."""
+    for lang, corpus, query, name in (
+        ("en", "demo_en", "how do python decorators work", "screenshot.png"),
+        ("zh", "demo_zh", "解释量子纠缠的基本原理", "screenshot_zh.png"),
+    ):
+        page = next(_context_page(browser, lang))
+        _open(page, demo_url)
+        # The example picks its corpus too: the Chinese query searches the Chinese sample.
+        page.locator(f"#rr-examples-{corpus}").get_by_text(query, exact=True).click()
+        _wait_for_results(page)
+        page.locator("#rr-docs .rr-card").first.wait_for()
+        target = ARTIFACTS / name
+        page.screenshot(path=str(target), full_page=True)
+        assert target.stat().st_size > 50_000
+        if os.environ.get("DEMO_UPDATE_SCREENSHOTS") == "1":
+            shutil.copyfile(target, SCREENSHOTS / name)
+        page.context.close()
 
 
 def _wait_until_answers(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (Chinese text uses full-width punctuation on purpose)
 """The demo below the browser: input parsing and limits, BM25 caching, views, and handlers.
 
 Handlers that rerank talk to the real MiniLM server (``minilm_server``); the backend-down case
@@ -7,6 +8,7 @@ points a client at a closed port.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,12 +17,13 @@ from support.servers import ServerHandle
 
 from demo import backend as backend_mod
 from demo.backend import MINILM_NAME, Backend, ModelChoice, describe_server, embedded_backend
-from demo.corpora import load_bundled, load_examples_safe
+from demo.corpora import PublicSet, load_bundled, load_examples_safe, load_public
 from demo.handlers import OWN_DOCS, Handlers, user_documents
 from demo.inputs import MAX_DOCUMENTS, MAX_UPLOAD_BYTES, DocumentsError, parse_file, parse_text
 from demo.pipeline import IndexCache, Ranked, corpus_key
 from demo.views import TABLE_COLUMNS, comparison_figure, highlight, results_table
 from rerank_plugins import AsyncRerankClient
+from rerank_plugins.eval.data import Collection
 from rerank_plugins.serve import free_port
 
 AUTO = "Auto (blank lines if any, else lines)"
@@ -201,6 +204,9 @@ def test_offline_auto_choice_is_minilm_with_the_reason(monkeypatch: pytest.Monke
     be = embedded_backend("http://127.0.0.1:1", choice, 42)
     assert be.english_only and not be.takes_instruction and "pid 42" in be.origin
     assert be.instruction_note.startswith("Disabled:")
+    # The Chinese banner says the same in Chinese.
+    assert be.reason_zh.startswith("离线回退：连不上 https://huggingface.co")
+    assert be.origin_zh.endswith("（进程号 42）")
 
 
 def test_online_with_gpu_picks_qwen3(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -257,9 +263,10 @@ async def test_search_handler_reranks_bm25_candidates(
     async with AsyncRerankClient(base_url=minilm_server.base_url) as client:
         handlers = Handlers(client, _minilm_backend(minilm_server), corpora, cache)
         label = corpora["demo_en"].label
-        status, timings, table, figure, docs_html = await handlers.search(
+        status, timings, table, figure, docs_html, judged = await handlers.search(
             label, "how do python decorators work", 20, 5, "ignored", "", None, AUTO
         )
+        assert judged == ""  # a bundled sample has no judgements
         assert isinstance(table, pd.DataFrame) and len(table) == 5, status
         assert table["Rank"].tolist() == [1, 2, 3, 4, 5]
         scores = table["Score"].tolist()
@@ -281,7 +288,7 @@ async def test_search_handler_over_pasted_documents(minilm_server: ServerHandle)
             "json.load reads a JSON file in Python.\nThe csv module reads CSV files in Python.\n"
             "Jackson parses JSON in Java.\nBake the bread for forty minutes."
         )
-        _, _, table, _, _ = await handlers.search(
+        _, _, table, *_ = await handlers.search(
             OWN_DOCS, "how do I read a JSON file in Python", 10, 10, "", pasted, None, AUTO
         )
         assert table["Document"].iloc[0].startswith("json.load")
@@ -306,7 +313,7 @@ async def test_backend_down_gives_a_message_not_a_traceback(corpora: dict) -> No
     async with AsyncRerankClient(base_url=url, max_retries=0, model="m") as client:
         handlers = Handlers(client, be, corpora)
         with pytest.warns(UserWarning, match="cannot connect"):
-            status, _, table, figure, _ = await handlers.search(
+            status, _, table, figure, *_ = await handlers.search(
                 corpora["demo_en"].label, "python decorators", 10, 5, "", "", None, AUTO
             )
         assert "The reranker failed" in status and url in status and "Traceback" not in status
@@ -366,7 +373,7 @@ async def test_chinese_corpus_keeps_bm25_order_without_calling_an_english_model(
     async with AsyncRerankClient(base_url=url, max_retries=0, model=MINILM_NAME) as client:
         handlers = Handlers(client, be, corpora)
         label = corpora["demo_zh"].label
-        status, timings, table, figure, docs_html = await handlers.search(
+        status, timings, table, figure, docs_html, _ = await handlers.search(
             label, "解释量子纠缠的基本原理", 20, 5, "", "", None, AUTO
         )
     assert "not reranked" in status and "English only" in status and "Chinese" in status
@@ -398,7 +405,7 @@ async def test_rerank_anyway_reranks_chinese_with_a_warning(
 ) -> None:
     async with AsyncRerankClient(base_url=minilm_server.base_url) as client:
         handlers = Handlers(client, _minilm_backend(minilm_server), corpora, cache)
-        status, _, table, _, _ = await handlers.search(
+        status, _, table, *_ = await handlers.search(
             corpora["demo_zh"].label, "解释量子纠缠的基本原理", 20, 5, "", "", None, AUTO, True
         )
         assert "Reranked anyway" in status and "not an improvement" in status
@@ -407,3 +414,239 @@ async def test_rerank_anyway_reranks_chinese_with_a_warning(
             "解释量子纠缠的基本原理", "红烧肉的做法\n量子纠缠是粒子之间的关联", "", True
         )
         assert "Reranked anyway" in status and len(table) == 2
+
+
+# -- the interface in Chinese ----------------------------------------------------------------
+
+
+class _Request:
+    """What the handlers read of a gr.Request: its headers."""
+
+    def __init__(self, accept_language: str) -> None:
+        self.headers = {"accept-language": accept_language}
+
+
+ZH = _Request("zh-CN,zh;q=0.9,en;q=0.8")
+EN = _Request("en-US,en;q=0.9")
+
+
+def test_accept_language_picks_the_first_language_the_demo_speaks() -> None:
+    from demo.i18n import accept_language, request_language
+
+    assert accept_language("zh-CN,zh;q=0.9,en;q=0.8") == "zh"
+    assert accept_language("zh-TW") == "zh"
+    assert accept_language("fr-FR,fr;q=0.9,zh;q=0.8,en;q=0.7") == "zh"
+    assert accept_language("en;q=0.5,zh;q=0.9") == "zh"  # quality, not position, decides
+    assert accept_language("fr,de") == accept_language(None) == accept_language("") == "en"
+    assert request_language(ZH, "en") == "en"  # --lang wins over the browser
+    assert request_language(None) == "en"
+
+
+def test_every_message_has_both_languages_with_the_same_placeholders() -> None:
+    import string
+
+    from demo.messages import MESSAGES
+
+    def fields(template: str) -> set[str]:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+    cjk = re.compile("[\u4e00-\u9fff]")
+    for key, (en, zh) in MESSAGES.items():
+        assert en is not None and zh, key
+        if key.startswith("err_"):
+            continue  # the Chinese error says what to do by the exception's type, not its text
+        assert fields(en) == fields(zh), key
+        assert cjk.search(zh), f"{key} is not Chinese: {zh}"
+
+
+def test_documents_errors_are_english_as_raised_and_chinese_when_shown(tmp_path: Path) -> None:
+    pdf = tmp_path / "x.pdf"
+    pdf.write_bytes(b"%PDF")
+    with pytest.raises(DocumentsError) as caught:
+        parse_file(pdf)
+    assert str(caught.value) == "x.pdf: unsupported file type .pdf; upload .txt, .md or .jsonl."
+    assert (
+        caught.value.message("zh")
+        == "x.pdf：不支持的文件类型 .pdf；请上传 .txt、.md 或 .jsonl 文件。"
+    )
+    with pytest.raises(DocumentsError) as too_big:
+        parse_text("x" * (MAX_UPLOAD_BYTES + 1), source="source_list")
+    assert str(too_big.value).startswith("The candidate list is 2.0 MB")
+    assert too_big.value.message("zh").startswith("候选列表 大小为 2.0 MB")
+
+
+async def test_a_chinese_browser_gets_chinese_status_tables_and_cards(corpora: dict) -> None:
+    url = _dead_url()  # the Chinese corpus is not sent to an English model: no server needed
+    be = Backend(url, MINILM_NAME, f"server at {url}", "test", False, True)
+    async with AsyncRerankClient(base_url=url, max_retries=0, model=MINILM_NAME) as client:
+        handlers = Handlers(client, be, corpora)
+        query = "解释量子纠缠的基本原理"
+        args = ("demo_zh", query, 20, 5, "", "", None, "auto", False)
+        status, timings, table, _, docs_html, _ = await handlers.search(*args, ZH)
+        assert "未重排序" in status and "只读得懂英文" in status and "中文示例" in status
+        assert "CJK 字符占" in status and "English only" not in status
+        assert list(table.columns) == [
+            "名次",
+            "得分",
+            "BM25 名次",
+            "BM25 得分",
+            "变化",
+            "文档编号",
+            "文档",
+        ]
+        assert "已跳过" in timings and "文档 " in docs_html and "量子纠缠" in docs_html
+        # The same search from an English browser reads as before; the corpus text is the same.
+        en_status, _, en_table, *_ = await handlers.search(*args, EN)
+        assert "not reranked" in en_status and list(en_table.columns) == TABLE_COLUMNS
+        assert en_table["Document"].tolist() == table["文档"].tolist()
+        # --lang zh answers in Chinese whatever the browser asks.
+        fixed = Handlers(client, be, corpora, lang="zh")
+        assert "未重排序" in (await fixed.search(*args, EN))[0]
+        assert (
+            "请先输入查询" in (await fixed.search("demo_zh", " ", 20, 5, "", "", None, "auto"))[0]
+        )
+
+
+async def test_library_errors_stay_english_and_the_demo_says_them_in_chinese() -> None:
+    url = _dead_url()
+    be = Backend(url, MINILM_NAME, f"server at {url}", "test", False, True)
+    async with AsyncRerankClient(base_url=url, max_retries=0, model=MINILM_NAME) as client:
+        handlers = Handlers(client, be, {})
+        with pytest.warns(UserWarning, match="无法连接到"):
+            status, table = await handlers.rerank_list(
+                "read json", "a json file\nbread", "", False, ZH
+            )
+        assert "重排序服务出错：无法连接到" in status and "rerank-serve" in status
+        # The library's own words follow as the detail, unchanged.
+        assert "cannot connect" in status and list(table.columns) == [
+            "名次",
+            "得分",
+            "输入序号",
+            "文档",
+        ]
+        with pytest.warns(UserWarning, match="cannot connect"):
+            status, _ = await handlers.rerank_list("read json", "a json file\nbread", "", False, EN)
+        assert status.startswith("⚠ **The reranker failed: cannot connect") and "无法" not in status
+        assert "✓ 已准备好 2 篇文档（2 篇粘贴）" in handlers.check_documents(
+            "a\nb", None, "lines", ZH
+        )
+
+
+def test_the_page_carries_both_languages_or_the_one_asked_for() -> None:
+    import demo.app as app
+
+    url = _dead_url()
+    be = Backend(url, MINILM_NAME, f"server at {url}", "test", False, True)
+    client = AsyncRerankClient(base_url=url)
+    public = load_public()
+    blocks = app.build_demo(client, be, public=public)
+    translations = blocks.ui_text.i18n.translations  # what launch() hands the browser
+    assert "检索并重排序" in translations["zh"].values()
+    assert "Search & rerank" in translations["en"].values()
+    banner_zh = next(v for v in translations["zh"].values() if v.startswith("**重排序模型"))
+    assert "只读得懂英文" in banner_zh and "rerank-evaluate" in banner_zh
+    assert not any(p.loaded for p in public.values())  # the public sets wait for their first use
+
+    fixed = app.build_demo(client, be, public=public, lang="zh")
+    values = {getattr(b, "elem_id", None): b for b in fixed.blocks.values()}
+    assert values["rr-go"].value == "检索并重排序" and values["rr-query"].label == "查询"
+
+
+# -- public labelled sets ---------------------------------------------------------------------
+
+
+def _tiny_collection(name: str) -> Collection:
+    return Collection(
+        name,
+        ("d0", "d1", "d2"),
+        ("python lists sort", "python decorators wrap functions", "bread recipe"),
+        {"q1": "python decorators", "q2": "unjudged query"},
+        {"q1": {"d1": 2, "d0": 0}},
+    )
+
+
+def test_public_set_loads_once_and_maps_judgements_to_corpus_positions() -> None:
+    calls: list[str] = []
+
+    def loader(name: str) -> Collection:
+        calls.append(name)
+        return _tiny_collection(name)
+
+    tiny = PublicSet("tiny", "Tiny", loader)
+    assert not tiny.loaded and calls == []
+    assert tiny.example_queries() == ["python decorators"]  # judged queries only
+    assert tiny.grades("  python   decorators ") == {1: 2, 0: 0}
+    assert tiny.grades("unjudged query") is None and tiny.grades("anything else") is None
+    assert len(tiny.documents) == 3 and calls == ["tiny"]
+
+
+def test_judged_markdown_reports_ndcg_of_both_lists() -> None:
+    from demo.handlers import judged_markdown
+    from demo.pipeline import SearchOutcome
+    from rerank_plugins.retrieval import Hit
+
+    hits = (Hit(0, 5.0, "a"), Hit(1, 4.0, "b"))
+    ranked = (Ranked(1, 0.9, 2, 4.0, 1, "b"), Ranked(2, 0.1, 1, 5.0, 0, "a"))
+    outcome = SearchOutcome("q", hits, ranked, None, 1.0, None, 1.0, "en")
+    line = judged_markdown(outcome, ("d0", "d1", "d2"), {1: 2, 0: 0})
+    # BM25 put the relevant d1 second: DCG 2/log2(3) over the ideal 2 -> 0.631.
+    assert "BM25 0.631 → reranked 1.000 (+0.369): the reranker helped" in line
+    assert "1 of 1 judged-relevant documents are among BM25's 2 candidates" in line
+    assert "重排序有帮助" in judged_markdown(outcome, ("d0", "d1", "d2"), {1: 2}, "zh")
+
+
+async def test_xquad_zh_query_shows_judgements_and_ndcg() -> None:
+    url = _dead_url()  # Chinese text is not sent to MiniLM: BM25's order, judged all the same
+    be = Backend(url, MINILM_NAME, f"server at {url}", "test", False, True)
+    public = load_public(["xquad-zh"])
+    xquad = public["xquad-zh"]
+    query = xquad.example_queries(1)[0]
+    async with AsyncRerankClient(base_url=url, max_retries=0, model=MINILM_NAME) as client:
+        handlers = Handlers(client, be, {}, public=public)
+        status, _, table, _, docs_html, judged = await handlers.search(
+            "xquad-zh", query, 20, 10, "", "", None, "auto", False, EN
+        )
+        assert "not reranked" in status and "240" in status
+        marked = [doc for doc in table["Document"] if doc.startswith("✓ ")]
+        grades = xquad.grades(query)
+        assert grades and len(marked) == sum(1 for i in table["Doc #"] if grades.get(i, 0) > 0)
+        assert len(marked) >= 1 and "judged relevant" in docs_html
+        assert re.search(r"BM25 (\d\.\d{3}) → reranked \1 \(\+0\.000\): not reranked", judged)
+        status, *_, judged = await handlers.search(
+            "xquad-zh", "完全不在集合里的问题", 20, 10, "", "", None, "auto", False, ZH
+        )
+        assert "这个查询没有相关性标注" in judged or "BM25 没有找到" in status
+
+
+async def test_medquad_liveqa_is_indexed_once_and_reranked_with_ndcg(
+    minilm_server: ServerHandle,
+) -> None:
+    from rerank_plugins.metrics import ndcg_at_k
+
+    public = load_public(["medquad-liveqa"])
+    medquad = public["medquad-liveqa"]
+    cache = IndexCache()
+    queries = medquad.example_queries(2)
+    async with AsyncRerankClient(base_url=minilm_server.base_url) as client:
+        handlers = Handlers(client, _minilm_backend(minilm_server), {}, cache, public=public)
+        status, timings, table, _, _, judged = await handlers.search(
+            "medquad-liveqa", queries[0], 30, 30, "", "", None, AUTO
+        )
+        assert "15,825 documents" in status and "index built now" in timings, status
+        # The figures on the page are the package's metric over the lists the page shows.
+        collection = medquad.collection()
+        relevance = {
+            collection.doc_ids[i]: g for i, g in (medquad.grades(queries[0]) or {}).items()
+        }
+        reranked = [collection.doc_ids[i] for i in table["Doc #"]]
+        bm25 = [collection.doc_ids[i] for i in table.sort_values("BM25 rank")["Doc #"]]
+        expected = (
+            f"BM25 {ndcg_at_k(bm25, relevance, 10):.3f} → reranked "
+            f"{ndcg_at_k(reranked, relevance, 10):.3f}"
+        )
+        assert expected in judged, judged
+        builds = cache.builds
+        _, timings, *_ = await handlers.search(
+            "medquad-liveqa", queries[1], 30, 10, "", "", None, AUTO
+        )
+        assert cache.builds == builds == 1 and "cached index" in timings

@@ -1,0 +1,104 @@
+"""``rerank_plugins.eval.data``: the shipped public sets found by name, gzipped JSONL, and the
+lookup order: a path, ``$RERANK_DATA_DIR``, ``./data``, the repository's data/, the bundled sets."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rerank_plugins.eval.data import DATA_DIR_ENV, load_collection, locate_collection
+
+REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def _tiny_set(folder: Path, *, gzipped: bool, doc_text: str = "json.load reads a file") -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    corpus = json.dumps({"_id": "d1", "title": "JSON", "text": doc_text}) + "\n"
+    if gzipped:
+        with gzip.open(folder / "corpus.jsonl.gz", "wt", encoding="utf-8") as fh:
+            fh.write(corpus)
+    else:
+        (folder / "corpus.jsonl").write_text(corpus, encoding="utf-8")
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "read json"}) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("name", "docs", "queries", "judged"),
+    [
+        ("medquad-liveqa", 15_825, 60, 223),
+        ("xquad-en", 240, 1_190, 1_190),
+        ("xquad-zh", 240, 1_190, 1_190),
+    ],
+)
+def test_shipped_sets_load_by_name_with_their_counts(
+    name: str, docs: int, queries: int, judged: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # From a folder that has no data/: the repository's data/ beside the package is found.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    coll = load_collection(name)
+    assert (REPO_DATA / name / "corpus.jsonl.gz").is_file()  # read gzipped
+    assert coll.name == f"{name} (test)"
+    assert len(coll.doc_ids) == len(set(coll.doc_ids)) == docs
+    assert len(coll.queries) == queries
+    assert sum(len(j) for j in coll.qrels.values()) == judged
+    assert set(coll.qrels) <= set(coll.queries)
+    known = set(coll.doc_ids)
+    assert all(d in known for j in coll.qrels.values() for d in j)
+
+
+def test_gzipped_and_plain_corpus_read_the_same(tmp_path: Path) -> None:
+    plain = load_collection(_tiny_set(tmp_path / "plain", gzipped=False))
+    packed = load_collection(_tiny_set(tmp_path / "packed", gzipped=True))
+    assert packed.texts == plain.texts == ("JSON. json.load reads a file",)
+    assert packed.qrels == plain.qrels == {"q1": {"d1": 2}}
+
+
+def test_lookup_order_path_then_env_then_cwd_then_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_dir, cwd = tmp_path / "env", tmp_path / "cwd"
+    _tiny_set(env_dir / "xquad-en", gzipped=False, doc_text="from the env folder")
+    _tiny_set(cwd / "data" / "xquad-en", gzipped=False, doc_text="from ./data")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv(DATA_DIR_ENV, str(env_dir))
+    assert locate_collection("xquad-en") == env_dir / "xquad-en"
+    assert "from the env folder" in load_collection("xquad-en").texts[0]
+
+    monkeypatch.delenv(DATA_DIR_ENV)
+    assert locate_collection("xquad-en") == cwd / "data" / "xquad-en"
+    assert "from ./data" in load_collection("xquad-en").texts[0]
+
+    shutil.rmtree(cwd / "data")
+    assert locate_collection("xquad-en") == REPO_DATA / "xquad-en"
+
+    # An existing path wins over everything, also when it is named like a shipped set.
+    _tiny_set(cwd / "xquad-en", gzipped=True, doc_text="the path itself")
+    assert locate_collection("xquad-en") == Path("xquad-en")
+    assert "the path itself" in load_collection("xquad-en").texts[0]
+
+
+def test_bundled_set_comes_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    assert locate_collection("eval_en") == "eval_en"
+    assert load_collection("eval_en").source == "bundled set eval_en"
+    _tiny_set(tmp_path / "data" / "eval_en", gzipped=False)
+    assert load_collection("eval_en").doc_ids == ("d1",)
+
+
+def test_unknown_name_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "sets"))
+    with pytest.raises(ValueError, match="no data set 'nope'") as info:
+        load_collection("nope")
+    message = str(info.value)
+    for place in (tmp_path / "sets" / "nope", tmp_path / "data" / "nope", REPO_DATA / "nope"):
+        assert str(place) in message
+    assert "medquad-liveqa" in message and "eval_en" in message  # what can be named
