@@ -49,7 +49,8 @@ def serve(
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "rerank_plugins.serve", model, "--family", family,
-           "--served-model-name", "bench", "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
+           "--served-model-name", "bench", "--port", str(port), "--host", "127.0.0.1",
+           "--timeout", "900"]  # fmt: skip
     if flags:
         cmd += ["--", *flags]
     out = log.open("w")

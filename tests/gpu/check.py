@@ -232,7 +232,8 @@ def check_family(key: str, work: Path, logs: Path) -> dict[str, Any]:
     port = free_port()
     served = Served(
         ["rerank_plugins.serve", str(model), "--family", family, "--served-model-name", name,
-         "--port", str(port), "--host", "127.0.0.1", "--log-path", str(logs / f"{key}-vllm.log")],
+         "--port", str(port), "--host", "127.0.0.1", "--log-path", str(logs / f"{key}-vllm.log"),
+         "--timeout", "900"],
         logs / f"{key}.log",
         base_url=f"http://127.0.0.1:{port}",
     )  # fmt: skip
