@@ -45,11 +45,11 @@ def free_port() -> int:
 
 
 def serve(
-    model: str, family: str, flags: list[str], log: Path
+    model: str, family: str, name: str, flags: list[str], log: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "rerank_plugins.serve", model, "--family", family,
-           "--served-model-name", "bench", "--port", str(port), "--host", "127.0.0.1",
+           "--served-model-name", name, "--port", str(port), "--host", "127.0.0.1",
            "--timeout", "900"]  # fmt: skip
     if flags:
         cmd += ["--", *flags]
@@ -86,8 +86,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(30)
 
 
-def measure(base_url: str, concurrency: int, runs: int, quick: bool) -> dict[str, Any]:
-    bench = Bench(base_url, "bench", quick, None, profiles.gpu(quick))
+def measure(base_url: str, name: str, concurrency: int, runs: int, quick: bool) -> dict[str, Any]:
+    bench = Bench(base_url, name, quick, None, profiles.gpu(quick))
     docs = 100 if quick else concurrency * 100
     loop = asyncio.new_event_loop()
     try:
@@ -145,6 +145,7 @@ def main() -> int:
         required=True,
         help="NAME=FLAGS (FLAGS may be empty: rerank-serve's defaults; @URL: a running server)",
     )
+    p.add_argument("--served-model-name", default="bench")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=float, default=600)
@@ -170,12 +171,16 @@ def main() -> int:
             base_url = flags[1:]
             row["flags"] = "(the running server's)"
         else:
-            proc, base_url = serve(args.model, args.family, shlex.split(flags), log)
+            proc, base_url = serve(
+                args.model, args.family, args.served_model_name, shlex.split(flags), log
+            )
         try:
             if proc is not None:
                 row["ready_s"] = wait_ready(proc, base_url, log, args.timeout)
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: ready in {row['ready_s']:.0f} s")
-            row |= measure(base_url, args.concurrency, args.runs, args.quick)
+            row |= measure(
+                base_url, args.served_model_name, args.concurrency, args.runs, args.quick
+            )
             print(
                 f"[{time.strftime('%H:%M:%S')}] {name}: "
                 f"{row['documents_per_s']['median']:.1f} docs/s, "

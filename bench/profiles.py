@@ -126,10 +126,10 @@ def gpu(quick: bool) -> Profile:
             "`AsyncRerankClient`, 32 calls of 100 at once", "ours", 32, 100, c32, "ceiling_c32"
         ),
         "big_raw": Scenario(
-            "raw httpx, one request of 1,000 documents", "ceiling", 1, big, big, "big_raw"
+            f"raw httpx, one request of {big:,} documents", "ceiling", 1, big, big, "big_raw"
         ),
         "big_ours": Scenario(
-            "`AsyncRerankClient`, one call of 1,000 documents (defaults)",
+            f"`AsyncRerankClient`, one call of {big:,} documents (defaults)",
             "ours",
             1,
             big,
