@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -86,12 +87,13 @@ def section(data: dict[str, Any], key: str, fn: Any, *args: Any, **kwargs: Any) 
 def vllm_bench(
     base_url: str, model: str, tokenizer: str | None, profile: Profile, pair_tokens: int
 ) -> dict[str, Any]:
-    if not Path(VLLM_PYTHON).exists():
-        return {"error": f"no vLLM venv at {VLLM_PYTHON}"}
+    python = shutil.which(VLLM_PYTHON)  # a path, or a bare name on PATH (python3 on a GPU host)
+    if python is None:
+        return {"error": f"no Python with vLLM at {VLLM_PYTHON} (env RERANK_VLLM_PYTHON)"}
     if not tokenizer:
         return {"error": "no tokenizer given (--tokenizer PATH_OR_HUB_ID) for its random dataset"}
     cmd = [
-        VLLM_PYTHON,
+        python,
         str(BENCH / "vllm_bench.py"),
         "--base-url", base_url,
         "--model", model,

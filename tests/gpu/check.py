@@ -244,7 +244,18 @@ def check_family(key: str, work: Path, logs: Path) -> dict[str, Any]:
         row["rerank_serve_cmd"] = " ".join(cmd)
         row["dtype"] = _logged_dtype(logs / f"{key}-vllm.log")
         printed = _py(
-            ["-m", "rerank_plugins.serve", str(model), "--family", family, "--print-command"]
+            [
+                "-m",
+                "rerank_plugins.serve",
+                str(model),
+                "--family",
+                family,
+                "--served-model-name",
+                name,
+                "--port",
+                str(port),
+                "--print-command",
+            ]
         )
         row["vllm_cmd"] = printed.stdout.strip().splitlines()[-1]
         expected = reference(ref_payload(kind, model, DOCS))
@@ -354,7 +365,7 @@ def report(data: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in data["families"].items():
-        family = FAMILIES[key][0]
+        family = FAMILIES[key][0] if key in FAMILIES else key
         if "error" in row:
             lines.append(f"| {family} | | | failed: `{row['error'][:300]}` |||||| FAIL |")
             continue
@@ -424,7 +435,7 @@ def main() -> int:
         "families": {},
     }
     log(f"GPU {data['gpu']}; {data['versions']}")
-    for key in args.families.split(","):
+    for key in [k for k in args.families.split(",") if k]:
         log(f"{key}: build, serve, compare")
         try:
             data["families"][key] = check_family(key, work, logs)
