@@ -10,8 +10,9 @@ compares four ways in with the transformers reference of that family's official 
 - ``RerankClient`` (this package's client, defaults),
 - LlamaIndex ``VLLMRerank.postprocess_nodes`` and LangChain ``VLLMRerank.compress_documents``.
 
-Tolerance: |served - reference| <= ``TOLERANCE`` (0.02) for every document, the bf16 budget
-(bf16 keeps 8 bits of mantissa; scores here are probabilities or cosines in [-1, 1], and vLLM's
+Tolerance: |served - reference| <= ``TOLERANCE`` (0.02) for every document, a 16-bit budget
+(vLLM's ``--dtype auto`` serves these float32 checkpoints in float16, a real bf16 one in bf16;
+bf16 keeps 8 bits of mantissa; scores here are probabilities or cosines in [-1, 1], and vLLM's
 bf16 kernels against an fp32 reference moved them by 0.002-0.008 on an H100). The listwise family
 (jina-reranker-v3) is also sent through a client that would split any other family's list
 (``max_batch_size=1``): its scores must still be the whole-list reference's, and a list of two
@@ -355,10 +356,11 @@ def report(data: dict[str, Any]) -> str:
         f"{data.get('commit') or '?'}.",
         "",
         "Each family's tiny random-weight checkpoint is served with `rerank-serve`'s defaults "
-        "(`rerank-serve MODEL --family F`, so bf16 on the GPU with the family's flags and "
-        "template), and each way in is compared with the transformers reference of the "
-        f"family's official recipe in float32. Tolerance: |served - reference| <= {TOLERANCE} "
-        "for every document (bf16).",
+        "(`rerank-serve MODEL --family F`: the family's flags and template, vLLM's `--dtype "
+        "auto`, which serves a bf16 checkpoint in bf16 and a float32 one in float16), and each "
+        "way in is compared with the transformers reference of the family's official recipe in "
+        f"float32. Tolerance: |served - reference| <= {TOLERANCE} for every document (a 16-bit "
+        "budget).",
         "",
         "| family | served dtype | ready s | httpx /rerank | /v1/rerank | /v2/rerank "
         "| RerankClient | LlamaIndex | LangChain | result |",
