@@ -125,14 +125,18 @@ class TextMaker:
     across runs, and every text carries a unique tag within a run.
     """
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, numbered: bool = False) -> None:
         self.seed = seed if seed is not None else time.time_ns() % 2**32
         self.rng = random.Random(self.seed)
-        made = {
-            "".join(self.rng.choice(_SYLLABLES) for _ in range(self.rng.randint(2, 4)))
-            for _ in range(3000)
-        }
-        self.words = _ENGLISH + sorted(made)
+        if numbered:
+            # w0..w29999: one known token each for the GPU stand-in's word-level tokenizer.
+            self.words = [f"w{i}" for i in range(30000)]
+        else:
+            made = {
+                "".join(self.rng.choice(_SYLLABLES) for _ in range(self.rng.randint(2, 4)))
+                for _ in range(3000)
+            }
+            self.words = _ENGLISH + sorted(made)
         self.counter = 0
 
     def text(self, n_words: int) -> str:

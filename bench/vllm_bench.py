@@ -14,6 +14,20 @@ import json
 import os
 import sys
 import tempfile
+from typing import Any
+
+
+def documents_per_s(result: dict[str, Any], batch_size: int) -> float | None:
+    """Documents a second from `vllm bench serve`'s result, whichever vLLM wrote it."""
+    if result.get("input_sequence_throughput") is not None:
+        return float(result["input_sequence_throughput"])
+    duration = result.get("duration")
+    docs = result.get("total_input_sequences")
+    if docs is None and result.get("completed") is not None:
+        docs = result["completed"] * batch_size
+    if not duration or docs is None:
+        return None
+    return float(docs) / float(duration)
 
 
 def main() -> None:
@@ -28,7 +42,11 @@ def main() -> None:
     opts = ours.parse_args()
 
     from vllm.benchmarks import serve
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    try:
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    except ImportError:  # older vLLM kept it in vllm.utils
+        from vllm.utils import FlexibleArgumentParser  # type: ignore[attr-defined,no-redef]
 
     parser = FlexibleArgumentParser()
     serve.add_cli_args(parser)
@@ -71,8 +89,16 @@ def main() -> None:
         )
     }
     # random-rerank: --num-prompts is the number of documents, sent --random-batch-size to a
-    # request with one query shared by all; "inputs" are the documents.
-    keep["documents_per_s"] = result.get("input_sequence_throughput")
+    # request with one query shared by all; "inputs" are the documents. vLLM 0.32 reports
+    # input_sequence_throughput; 0.26 has neither it nor total_input_sequences, so documents/s
+    # is then the requests completed x documents a request over the duration.
+    keep["documents_per_s"] = documents_per_s(result, opts.batch_size)
+    keep["documents_per_s_from"] = (
+        "input_sequence_throughput"
+        if result.get("input_sequence_throughput") is not None
+        else "completed x batch size / duration"
+    )
+    keep["vllm_keys"] = sorted(k for k, v in result.items() if isinstance(v, (int, float)))
     keep["args"] = vars(opts)
     sys.stdout.write("\n" + json.dumps(keep) + "\n")
 
