@@ -75,6 +75,8 @@ def build_command(cfg: ServeConfig) -> list[str]:
         cmd += ["--chat-template", str(template)]
     if cfg.device == "cpu":
         cmd += list(CPU_FLAGS)
+    elif cfg.device == "gpu":
+        cmd += list(spec.gpu_args)
     if cfg.max_model_len is not None:
         cmd += ["--max-model-len", str(cfg.max_model_len)]
     if cfg.enable_request_id_headers:

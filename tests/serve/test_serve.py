@@ -121,6 +121,23 @@ def test_cpu_builds_run_vllms_cli_through_the_shipped_shim():
     assert cmd[2:4] == ["serve", "/m/x"]
 
 
+def test_gpu_launch_takes_the_familys_measured_engine_flags_and_user_extras_win():
+    # Qwen3-Reranker on a GPU: more batched tokens a step (bench/RESULTS-gpu.md); the user's
+    # own flags come later on the line, so vLLM's parser lets them override ours.
+    gpu = build_command(
+        ServeConfig(
+            "/m/qwen3-reranker-4b", device="gpu", extra_args=("--max-num-batched-tokens", "8192")
+        )
+    )
+    at = gpu.index("--max-num-batched-tokens")
+    assert gpu[at + 1] == "65536"
+    assert gpu[at + 2 :].count("--max-num-batched-tokens") == 1 and gpu[-1] == "8192"
+    cpu = build_command(ServeConfig("/m/qwen3-reranker-4b", python="/py", device="cpu"))
+    assert "--max-num-batched-tokens" not in cpu
+    other = build_command(ServeConfig("/m/all-MiniLM-L6-v2", device="gpu"))
+    assert "--max-num-batched-tokens" not in other
+
+
 def test_families_are_a_table_and_every_template_is_shipped():
     assert {"qwen3-reranker", "generic", "mxbai-rerank-v2", "jina-reranker-v3"} <= set(FAMILIES)
     for name, spec in FAMILIES.items():
