@@ -5,8 +5,8 @@ paired comparisons.
 
 Each query is one client call; the calls of all queries are in flight together and the
 client's connection pool (``max_connections``) bounds the requests that reach the server.
-:func:`evaluate_reranking` runs the async runner on a private I/O loop (:mod:`.._loop`), so it
-works from plain code and from inside a running loop (Jupyter) alike.
+:func:`evaluate_reranking` runs the async runner on a private I/O loop
+(:mod:`rerank_plugins._loop`), so it works from plain code and inside a running loop alike.
 """
 
 from __future__ import annotations
