@@ -141,26 +141,6 @@ def _candidates(
     }
 
 
-async def _reranked_system(
-    client: Any,
-    collection: EvalSet,
-    candidates: Mapping[str, Sequence[tuple[str, float]]],
-    setting: RerankSetting,
-    parallel: int | None,
-    bar: Progress,
-) -> tuple[Any, System]:
-    """Rerank every query's candidates with ``client`` (closed after); the server's info too."""
-    try:
-        info = await client.server_info()
-        started = time.perf_counter()
-        ranked = await _rerank_all(client, collection, candidates, setting, parallel, bar)
-        seconds = time.perf_counter() - started
-    finally:
-        await client.aclose()
-    pairs = sum(len(c) for c in candidates.values())
-    return info, System("", ranked, setting=setting, pairs=pairs, seconds=seconds)
-
-
 async def aevaluate_reranking(
     data: str | os.PathLike[str] | EvalSet,
     *,
@@ -213,12 +193,22 @@ async def aevaluate_reranking(
             kwargs["prompt_mode"] = setting.prompt_mode
         client = AsyncRerankClient(base_url, model, api_key, **kwargs)
         bar = Progress(len(queries), f"reranking ({setting.describe()})", stderr, enabled=progress)
-        info, system = await _reranked_system(
-            client, collection, candidates, setting, parallel, bar
-        )
+        try:
+            info = await client.server_info()
+            started = time.perf_counter()
+            ranked = await _rerank_all(client, collection, candidates, setting, parallel, bar)
+            seconds = time.perf_counter() - started
+        finally:
+            await client.aclose()
         numbered = len(settings) > 1
-        system.name = f"{first_name} + rerank" + (f" {n}" if numbered else "")
-        system.slug = "rerank" + (f"-{n}" if numbered else "")
+        system = System(
+            f"{first_name} + rerank" + (f" {n}" if numbered else ""),
+            ranked,
+            setting=setting,
+            slug="rerank" + (f"-{n}" if numbered else ""),
+            pairs=sum(len(c) for c in candidates.values()),
+            seconds=seconds,
+        )
         notes.append(
             f"{system.name}: {info.model} at {client.config.base_url}, {setting.describe()}, "
             f"prompt {info.prompt_mode}"
