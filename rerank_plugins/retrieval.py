@@ -13,18 +13,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
-__all__ = ["BM25Index", "Hit", "Language", "detect_language", "tokenize"]
+from .eval.languages import Language, text_language
 
-Language = Literal["en", "zh"]
+__all__ = ["BM25Index", "Hit", "Language", "detect_language", "tokenize"]
 
 _EXTRA_HINT = "pip install 'rerank-plugins[eval]'"
 # CJK Unified Ideographs (+ extension A and compatibility block); kana/hangul are not segmented.
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[^\W_]+")
-# Share of CJK among letters above which "auto" picks "zh". Low on purpose: "zh" tokenizes
-# Latin runs exactly like "en", so it only costs loading jieba, while "en" on Chinese text
-# degrades to single characters.
-_ZH_THRESHOLD = 0.05
 # NLTK's English list (apostrophes dropped: the tokenizer splits "don't" into "don", "t").
 # bm25s ships only 33 words, which leaves "how", "do", "what" to match everything.
 _STOPWORDS_EN = frozenset(
@@ -83,14 +79,12 @@ def _chinese_tools() -> tuple[frozenset[str], Callable[[str], list[str]]]:
 
 
 def detect_language(texts: str | Sequence[str]) -> Language:
-    """Return ``"zh"`` when CJK characters are a noticeable share of the letters, else ``"en"``."""
-    if isinstance(texts, str):
-        texts = [texts]
-    cjk = letters = 0
-    for text in texts:
-        cjk += sum(len(run) for run in _CJK_RUN.findall(text))
-        letters += sum(ch.isalpha() for ch in text)
-    return "zh" if letters and cjk / letters >= _ZH_THRESHOLD else "en"
+    """``"zh"`` or ``"en"`` by the package's one script rule.
+
+    That rule is :func:`rerank_plugins.eval.languages.text_language`; the demo and the
+    evaluation use it too, so BM25 tokenizes a text as the language they call it.
+    """
+    return text_language(texts)
 
 
 def tokenize(text: str, language: Language) -> list[str]:

@@ -1,21 +1,37 @@
-"""Which languages a text is in (a script check) and which ones a reranker model reads (a table).
+"""Which language a text is in (a script check) and which ones a reranker model reads (a table).
 
-Enough to stop a demo or an evaluation from reranking Chinese with an English-only model: the
-text check is the share of CJK characters among letters, the model check a small table of
-known model families (from their model cards). An unknown model is assumed to read anything.
+The package's one language rule: BM25 (:mod:`rerank_plugins.retrieval`) picks its tokenizer
+with it, and the demo and the evaluation use it to avoid reranking Chinese with an
+English-only model, so all three call the same text the same language. The model check is a
+small table of known model families (from their model cards); an unknown model is assumed to
+read anything.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Literal
 
-__all__ = ["MODEL_LANGUAGES", "cjk_share", "model_languages", "model_reads", "text_language"]
+__all__ = [
+    "CJK_THRESHOLD",
+    "MODEL_LANGUAGES",
+    "Language",
+    "cjk_share",
+    "model_languages",
+    "model_reads",
+    "text_language",
+]
+
+Language = Literal["en", "zh"]
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
-# A text is "zh" when at least this share of its letters are CJK characters. A Chinese passage
-# with English terms in it stays well above (one ideograph is a word's worth of meaning).
-CJK_THRESHOLD = 0.2
+# A text is "zh" when at least this share of its letters are CJK characters. Low on purpose: one
+# ideograph carries about a word's meaning and an English word is about five letters, so 5% of
+# the letters is already about a fifth of the words, more than an English-only model can skip;
+# and for BM25 the "zh" tokenizer treats Latin runs exactly like "en" (it only costs loading
+# jieba), while "en" on Chinese text degrades to single characters.
+CJK_THRESHOLD = 0.05
 
 # Lower-case name fragment -> languages the model was trained for (None: many, incl. en and zh).
 # Checked in order; the first fragment found in the served name or path wins.
@@ -48,8 +64,8 @@ def cjk_share(texts: str | Iterable[str]) -> float:
     return cjk / letters if letters else 0.0
 
 
-def text_language(texts: str | Iterable[str]) -> str:
-    """``"zh"`` when CJK characters are at least 20% of the letters, else ``"en"``."""
+def text_language(texts: str | Iterable[str]) -> Language:
+    """``"zh"`` when CJK characters are at least 5% of the letters, else ``"en"``."""
     return "zh" if cjk_share(texts) >= CJK_THRESHOLD else "en"
 
 

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from rerank_plugins.eval.data import DATA_DIR_ENV, load_collection, locate_collection
+from rerank_plugins import datasets
+from rerank_plugins.eval.data import (
+    DATA_DIR_ENV,
+    Collection,
+    EvalSet,
+    load_collection,
+    locate_collection,
+    read_trec_qrels,
+)
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -69,7 +77,9 @@ def test_lookup_order_path_then_env_then_cwd_then_repository(
     monkeypatch.chdir(cwd)
     monkeypatch.setenv(DATA_DIR_ENV, str(env_dir))
     assert locate_collection("xquad-en") == env_dir / "xquad-en"
-    assert "from the env folder" in load_collection("xquad-en").texts[0]
+    from_env = load_collection("xquad-en")
+    assert "from the env folder" in from_env.texts[0]
+    assert from_env.source == "$RERANK_DATA_DIR/xquad-en"  # no machine path in a report
 
     monkeypatch.delenv(DATA_DIR_ENV)
     assert locate_collection("xquad-en") == cwd / "data" / "xquad-en"
@@ -77,6 +87,7 @@ def test_lookup_order_path_then_env_then_cwd_then_repository(
 
     shutil.rmtree(cwd / "data")
     assert locate_collection("xquad-en") == REPO_DATA / "xquad-en"
+    assert load_collection("xquad-en").source == "the repository's data/xquad-en"
 
     # An existing path wins over everything, also when it is named like a shipped set.
     _tiny_set(cwd / "xquad-en", gzipped=True, doc_text="the path itself")
@@ -102,3 +113,52 @@ def test_unknown_name_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.M
     for place in (tmp_path / "sets" / "nope", tmp_path / "data" / "nope", REPO_DATA / "nope"):
         assert str(place) in message
     assert "medquad-liveqa" in message and "eval_en" in message  # what can be named
+
+
+def test_qrels_reader_takes_float_grades_comments_headers_and_both_layouts(tmp_path: Path) -> None:
+    # One reader for every qrels file: trec_eval writes "2.0" in some tools' output, and
+    # hand-made files carry comments; the package's reader and BEIR's read them alike.
+    trec = tmp_path / "qrels.txt"
+    trec.write_text("# judged by hand\nq1 0 d1 2.0\nq1 0 d2 0\n\n# second query\nq2 0 d9 1\n")
+    beir = tmp_path / "test.tsv"
+    beir.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\n# a note\nq1\td3\t1.0\n")
+    assert read_trec_qrels(trec) == {"q1": {"d1": 2, "d2": 0}, "q2": {"d9": 1}}
+    assert read_trec_qrels(beir) == {"q1": {"d1": 2, "d3": 1}}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("q1\td1\t2\nq1\td2\tvery\n")
+    with pytest.raises(ValueError, match=r"bad.tsv:2: expected 'qid \[0\] docid grade'"):
+        read_trec_qrels(bad)
+
+
+def test_package_layout_reads_float_grades_and_comments_too(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text(
+        '# my corpus\n{"id": "d1", "text": "a"}\n{"id": "d2", "text": "b", "title": "B"}\n'
+    )
+    (folder / "queries.jsonl").write_text('{"id": "q1", "text": "which"}\n')
+    (folder / "qrels.tsv").write_text("query_id doc_id grade\n# q1\nq1 d1 3.0\nq1 d2 0\n")
+    for loaded in (load_collection(folder), datasets.read_eval_set(folder)):
+        assert loaded.qrels == {"q1": {"d1": 3, "d2": 0}}
+        assert loaded.texts == ("a", "B. b")
+        assert [d.id for d in loaded.corpus] == ["d1", "d2"]
+
+
+def test_one_data_model_for_bundled_and_public_sets() -> None:
+    bundled = datasets.load_eval_set("eval_en")
+    assert isinstance(bundled, EvalSet) and Collection is EvalSet
+    assert load_collection("eval_en") == bundled
+    public = load_collection("xquad-zh")
+    assert isinstance(public, EvalSet)
+    assert public.texts[0] == public.corpus[0].full_text
+    assert isinstance(public.corpus[0], datasets.Document)
+
+
+def test_package_layout_rejects_judgements_of_unknown_ids(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text('{"id": "d1", "text": "a"}\n')
+    (folder / "queries.jsonl").write_text('{"id": "q1", "text": "which"}\n')
+    (folder / "qrels.tsv").write_text("q1 d1 1\nq1 d7 2\n")
+    with pytest.raises(ValueError, match="unknown ids: document d7"):
+        load_collection(folder)
