@@ -23,7 +23,7 @@ from demo.inputs import MAX_DOCUMENTS, MAX_UPLOAD_BYTES, DocumentsError, parse_f
 from demo.pipeline import IndexCache, Ranked, corpus_key
 from demo.views import TABLE_COLUMNS, comparison_figure, highlight, results_table
 from rerank_plugins import AsyncRerankClient
-from rerank_plugins.eval.data import Collection
+from rerank_plugins.eval.data import Collection, Document
 from rerank_plugins.serve import free_port
 
 AUTO = "Auto (blank lines if any, else lines)"
@@ -556,10 +556,10 @@ def test_the_page_carries_both_languages_or_the_one_asked_for() -> None:
 
 
 def _tiny_collection(name: str) -> Collection:
+    texts = ("python lists sort", "python decorators wrap functions", "bread recipe")
     return Collection(
         name,
-        ("d0", "d1", "d2"),
-        ("python lists sort", "python decorators wrap functions", "bread recipe"),
+        tuple(Document(f"d{i}", text) for i, text in enumerate(texts)),
         {"q1": "python decorators", "q2": "unjudged query"},
         {"q1": {"d1": 2, "d0": 0}},
     )
