@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from . import _core, _detect, families, prompts
+from . import _chunks, _core, _detect, families, prompts
 from ._connections import Home, Pool
 from ._loop import IOLoop
 from ._parse import json_object, usage_tokens
@@ -36,7 +36,7 @@ from .errors import (
     RerankStatusError,
     RerankTimeoutError,
 )
-from .multimodal import check_images_allowed
+from .multimodal import for_text_only
 from .telemetry import SILENT, CallScope, instruments
 from .types import DocumentInput, PreparedCall, ServerInfo, Usage
 
@@ -492,23 +492,78 @@ class Engine:
     ) -> R:
         info = self.info or await self.server_info(deadline_at)
         model = self.config.model or info.model
+        sent: list[DocumentInput] = docs  # what is scored for the caller's documents
         if images:
-            # A model of no known family is taken as text-only: images need a family that says
-            # how the server renders them.
-            check_images_allowed(
-                query, docs, model_name=model, model_root=info.model_root, unknown_ok=False
+            text_only = for_text_only(
+                query, docs, model_name=model, model_root=info.model_root, images=self.config.images
             )
+            if text_only is not None:
+                sent = list(text_only)
+                self._warn_once(
+                    "images",
+                    "rerank_plugins: %r takes text only: documents with images are ranked by "
+                    "their text (or as empty), the images are not seen (images='error' refuses "
+                    "them instead; logged once per client)",
+                    model,
+                )
         limiter = asyncio.Semaphore(self.config.max_concurrency)
+        if self.config.long_documents == "chunk" and not info.listwise:
+            plan = await self._chunk_plan(info, query, sent, instruction, limiter, deadline_at)
+            if plan is not None:
+                # Every piece's score, through the cache and batches like any documents.
+                scored = await self._rank(
+                    endpoint.every(),
+                    model,
+                    info,
+                    query,
+                    plan.pieces,
+                    plan.pieces,
+                    instruction,
+                    limiter,
+                    request_id,
+                    on_progress,
+                    deadline_at,
+                )
+                return _chunks.finish(endpoint, plan, scored, docs, request_id)
+        return await self._rank(
+            endpoint,
+            model,
+            info,
+            query,
+            docs,
+            sent,
+            instruction,
+            limiter,
+            request_id,
+            on_progress,
+            deadline_at,
+        )
+
+    async def _rank(
+        self,
+        endpoint: _core.Endpoint[R],
+        model: str,
+        info: ServerInfo,
+        query: str,
+        docs: list[DocumentInput],
+        sent: list[DocumentInput],
+        instruction: str | None,
+        limiter: asyncio.Semaphore,
+        request_id: str,
+        on_progress: ProgressCallback | None,
+        deadline_at: float | None,
+    ) -> R:
+        """Score ``sent`` (what goes for each of ``docs``); the result holds ``docs``."""
         cache = None if info.listwise else self.config.cache
         if cache is None:
-            call = await self._prepare(info, query, docs, instruction, limiter, deadline_at)
+            call = await self._prepare(info, query, sent, instruction, limiter, deadline_at)
             parts = await self._send_batches(
                 endpoint, model, call, docs, limiter, request_id, on_progress, deadline_at
             )
             return endpoint.result(parts, model, request_id)
         # Keys from the caller's text: the key covers all a cut depends on (window, what the
         # server adds, mode, instruction, query), so only misses are tokenized and cut.
-        keys = self._pair_keys(info, query, instruction or self.config.instruction, docs)
+        keys = self._pair_keys(info, query, instruction or self.config.instruction, sent)
         scores: list[float | None] = await self._cache_get(cache, keys)
         misses = [i for i, score in enumerate(scores) if score is None]
         _ACTIVITY.get().scope.cache(len(keys) - len(misses), len(misses))
@@ -521,7 +576,7 @@ class Engine:
                 info,
                 query,
                 instruction,
-                docs,
+                sent,
                 keys,
                 misses,
                 limiter,
@@ -780,11 +835,38 @@ class Engine:
         limiter: asyncio.Semaphore,
         deadline_at: float | None,
     ) -> list[DocumentInput]:
-        """Cut documents that would overflow the window, so the prompt's end stays intact.
+        """Cut documents that would overflow the window, so the prompt's end stays intact."""
+        found = await self._window(info, mode, query, docs, instruction, deadline_at)
+        if found is None:
+            return docs
+        long, budget = found
+        model = self.config.model or info.model
+        fitted = list(docs)
+
+        texts = {i: doc for i in long if isinstance(doc := docs[i], str)}
+
+        async def cut(i: int) -> None:
+            async with limiter:
+                fitted[i] = await self._cut_to(model, texts[i], budget, deadline_at)
+
+        await _gather([cut(i) for i, text in texts.items() if _core.utf8_len(text) > budget])
+        return fitted
+
+    async def _window(
+        self,
+        info: ServerInfo,
+        mode: str,
+        query: str,
+        docs: Sequence[DocumentInput],
+        instruction: str | None,
+        deadline_at: float | None,
+    ) -> tuple[list[int], int] | None:
+        """The documents that may overflow the window, and a document's budget in tokens.
 
         A document's budget is the window minus what the server adds to a pair (measured by
         the probe), minus the query side. Byte lengths bound token counts, so a call whose
-        documents cannot overflow sends no tokenizer request at all.
+        documents cannot overflow sends no tokenizer request at all (None), nor does a
+        server without ``/tokenize``.
         """
         assert info.max_model_len is not None
         added = info.added_tokens
@@ -802,7 +884,7 @@ class Engine:
             i for i, doc in enumerate(docs) if isinstance(doc, str) and _core.utf8_len(doc) > bound
         ]
         if not long or not self._can_tokenize:
-            return docs
+            return None
         model = self.config.model or info.model
         try:
             side_tokens = len(await self._tokens(model, side + wrapper, deadline_at))
@@ -817,23 +899,14 @@ class Engine:
                 self.base_url,
                 exc.status_code,
             )
-            return docs
+            return None
         budget = window - side_tokens
         if budget <= 0:
             raise RerankInputError(
                 f"the query and prompt take {side_tokens + added} tokens, leaving no room for "
                 f"documents in the model's window of {info.max_model_len} tokens"
             )
-        fitted = list(docs)
-
-        texts = {i: doc for i in long if isinstance(doc := docs[i], str)}
-
-        async def cut(i: int) -> None:
-            async with limiter:
-                fitted[i] = await self._cut_to(model, texts[i], budget, deadline_at)
-
-        await _gather([cut(i) for i, text in texts.items() if _core.utf8_len(text) > budget])
-        return fitted
+        return long, budget
 
     async def _tokens(self, model: str, text: str, deadline_at: float | None) -> list[int]:
         payload = {"model": model, "prompt": text, "add_special_tokens": False}
@@ -844,9 +917,41 @@ class Engine:
         tokens = await self._tokens(model, text, deadline_at)
         if len(tokens) <= budget:
             return text
-        payload = {"model": model, "tokens": tokens[:budget]}
+        return await self._detokenize(model, tokens[:budget], deadline_at)
+
+    async def _detokenize(self, model: str, tokens: list[int], deadline_at: float | None) -> str:
+        payload = {"model": model, "tokens": tokens}
         body = await self.send("POST", "/detokenize", payload, None, deadline_at)
         return _core.detokenized(self.base_url + "/detokenize", body)
+
+    async def _chunk_plan(
+        self,
+        info: ServerInfo,
+        query: str,
+        docs: list[DocumentInput],
+        instruction: str | None,
+        limiter: asyncio.Semaphore,
+        deadline_at: float | None,
+    ) -> _chunks.ChunkPlan | None:
+        """The documents longer than the window, split into chunks that fit (None: none is)."""
+        if not info.max_model_len or not docs:
+            return None
+        mode = info.prompt_mode or "raw"
+        instruction = instruction or self.config.instruction
+        found = await self._window(info, mode, query, docs, instruction, deadline_at)
+        if found is None:
+            return None
+        long, budget = found
+        model = self.config.model or info.model
+        return await _chunks.split(
+            docs,
+            long,
+            budget,
+            lambda text: self._tokens(model, text, deadline_at),
+            lambda tokens: self._detokenize(model, tokens, deadline_at),
+            limiter,
+            _gather,
+        )
 
 
 def _close_home(home: Home) -> None:

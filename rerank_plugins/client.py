@@ -15,7 +15,7 @@ import httpx
 
 from . import _core
 from ._engine import Engine, ProgressCallback
-from .config import Cert, PromptMode, RerankConfig, Verify
+from .config import Cert, ImagePolicy, LongDocuments, PromptMode, RerankConfig, Verify
 from .errors import RerankConfigError, RerankInputError
 from .multimodal import check_images_allowed, has_images
 
@@ -45,6 +45,8 @@ class ClientOptions(TypedDict, total=False):
     retry_backoff: float
     retry_backoff_max: float
     truncate: bool
+    long_documents: LongDocuments
+    images: ImagePolicy
     verify: Verify
     cert: Cert | None
     proxy: str | None
@@ -80,8 +82,8 @@ class _Call:
 
 
 def _checked(config: RerankConfig, call: _Call) -> _Call:
-    """Images for a model whose family is text-only fail here, before any request."""
-    if config.model and call.images:
+    """With ``images="error"``, images for a text-only family fail here, before any request."""
+    if config.model and call.images and config.images == "error":
         check_images_allowed(call.query, call.docs, model_name=config.model, unknown_ok=False)
     return call
 
