@@ -73,7 +73,8 @@ class RerankConfig:
     ``"truncate"`` cuts it (the prompt's end is kept, so its tail is never seen);
     ``"chunk"`` splits it into overlapping windows that fit (a quarter of a window overlaps
     the next), scores each and gives the document its best chunk's score (MaxP), naming the
-    chunk on the result item (``item.chunk``); ``usage`` counts every chunk.
+    chunk on the result item (``item.chunk``; ``score()`` gives the best score alone);
+    ``usage`` counts every chunk, and each chunk is cached as a document would be.
     ``cache`` is a :mod:`rerank_plugins.cache` score cache (None: none); ``metrics`` True or a
     :class:`~rerank_plugins.telemetry.PrometheusMetrics`; ``tracing`` True or an
     :class:`~rerank_plugins.telemetry.OpenTelemetryTracing`.

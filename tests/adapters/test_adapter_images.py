@@ -104,3 +104,25 @@ def test_images_error_refuses_images_for_a_text_only_model_even_failing_open(fai
     with pytest.raises(RerankInputError, match="takes text only"):
         VLLMRerank(client=client, fail_open=fail_open).compress_documents(docs, "q")
     assert seen == []
+
+
+def test_images_option_checked_and_read_from_the_environment(monkeypatch):
+    from rerank_plugins import RerankConfig, RerankConfigError
+
+    with pytest.raises(RerankConfigError, match="RERANK_IMAGES"):
+        RerankConfig("http://x", images="drop")
+    assert RerankConfig.resolve("http://x").images == "as_text"
+    monkeypatch.setenv("RERANK_IMAGES", "error")
+    assert RerankConfig.resolve("http://x").images == "error"
+    assert RerankConfig.resolve("http://x", images="as_text").images == "as_text"
+
+
+def test_an_image_query_is_refused_even_as_text():
+    from rerank_plugins.multimodal import ImageDocument, for_text_only
+
+    image = ImageDocument((PNG_URL,), "caption")
+    kept = for_text_only("q", ["a", image], model_name="Qwen/Qwen3-Reranker-0.6B")
+    assert kept == ["a", "caption"]
+    assert for_text_only("q", ["a", image], model_name=VL_MODEL) is None  # it sees images
+    with pytest.raises(RerankInputError, match="takes text only"):
+        for_text_only(image, ["a"], model_name="Qwen/Qwen3-Reranker-0.6B")
