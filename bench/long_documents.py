@@ -196,6 +196,12 @@ def main() -> None:
         f"{len(per_t) - better - worse} tied.",
         "",
     ]
+    if len(qids) < len(queries):
+        lines += [
+            f"A partial run: the first {len(qids)} judged queries in file order (the run was "
+            "stopped before the rest; every figure above, BM25's included, is over those).",
+            "",
+        ]
     text = "\n".join(lines)
     print(text)
     Path(args.out).write_text(text, encoding="utf-8")

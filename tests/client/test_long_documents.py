@@ -121,6 +121,9 @@ def test_the_answer_past_the_window_ranks_first_only_with_chunks(server: Any) ->
     assert best.chunk.end - best.chunk.start <= 256
     assert all(item.chunk is None for item in whole.items[1:])  # short ones are not split
     assert best.score == pytest.approx(single.items[0].score, abs=1e-5)
+    # The first chunk is the truncated text, so no document scores lower with chunks (MaxP).
+    truncated = dict(zip(cut.indices, cut.scores, strict=True))
+    assert all(s >= truncated[i] - 1e-4 for i, s in zip(whole.indices, whole.scores, strict=True))
     # Every chunk is scored and counted: more prompt tokens than the truncated call.
     assert whole.usage.prompt_tokens > cut.usage.prompt_tokens + 256
 
