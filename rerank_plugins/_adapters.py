@@ -10,9 +10,9 @@ import copy
 import dataclasses
 import difflib
 import logging
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from .client import AsyncRerankClient, ClientOptions, RerankClient
 from .errors import (
@@ -24,6 +24,15 @@ from .errors import (
 )
 from .types import DocumentInput, RerankResult
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    # The mixin is typed as the pydantic model it is mixed into; at run time it is a plain
+    # class, so pydantic collects no fields from it.
+    _ModelBase = BaseModel
+else:
+    _ModelBase = object
+
 __all__ = [
     "ADDED_KEYS",
     "FAIL_OPEN_ERRORS",
@@ -32,6 +41,7 @@ __all__ = [
     "RELEVANCE_SCORE_KEY",
     "RERANKED_KEY",
     "RETRIEVAL_SCORE_KEY",
+    "AdapterMixin",
     "Placement",
     "RerankOptions",
     "arerank",
@@ -360,3 +370,76 @@ def rerank_metadata(
 
 ADDED_KEYS = (RELEVANCE_SCORE_KEY, RETRIEVAL_SCORE_KEY, RANK_KEY, ORIGINAL_INDEX_KEY, RERANKED_KEY)
 """Every metadata key an adapter may add to a copy."""
+
+
+class AdapterMixin(_ModelBase):
+    """What both adapter classes share; mixed in before the framework's pydantic base.
+
+    Construction from a client or its settings (checked by :func:`prepare_fields`), the
+    client's settings in ``repr`` and serialized dumps, the options of a call, copies with
+    another instruction, and the sync twin made on first sync use. The adapter declares the
+    fields named below, with its framework's ``Field`` descriptions.
+    """
+
+    if TYPE_CHECKING:
+        top_n: int | None
+        score_threshold: float | None
+        min_keep: int
+        instruction: str | None
+        fail_open: bool
+        base_url: str
+        model: str | None
+        client: AsyncRerankClient
+        _sync_client: RerankClient | None
+
+    def __init__(
+        self,
+        *,
+        client: AsyncRerankClient | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # The key lives only inside the client, so repr and serialized dumps never show it.
+        kwargs.update(base_url=base_url, model=model, api_key=api_key)
+        name = type(self).__name__
+        super().__init__(**prepare_fields(name, type(self).model_fields, client, kwargs))
+        self._options()  # fail at construction on bad settings
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield from super().__repr_args__()
+        yield from shown_settings(self.__dict__.get("client")).items()
+
+    def _dump_settings(self, data: dict[str, Any], info: Any) -> dict[str, Any]:
+        """``data`` (the fields a serializer dumped) with the client's plain settings added."""
+        data.update(
+            shown_settings(
+                self.__dict__.get("client"),
+                plain_only=True,
+                include=info.include,
+                exclude=info.exclude,
+                exclude_none=info.exclude_none,
+            )
+        )
+        return data
+
+    def with_instruction(self, instruction: str | None) -> Self:
+        """A copy using another instruction, sharing this one's clients."""
+        return self.model_copy(update={"instruction": instruction})
+
+    def _options(self, instruction: str | None = None) -> RerankOptions:
+        """The options of one call; ``instruction`` overrides the adapter's own."""
+        return RerankOptions(
+            self.top_n,
+            self.score_threshold,
+            self.min_keep,
+            instruction or self.instruction,
+            self.fail_open,
+        )
+
+    def _sync(self) -> RerankClient:
+        # Made on first sync use: the async path never needs it.
+        if self._sync_client is None:
+            self._sync_client = self.client.to_sync()
+        return self._sync_client

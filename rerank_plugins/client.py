@@ -18,7 +18,7 @@ import httpx
 from ._engine import DebugView, Engine, ProgressCallback
 from ._engine.checks import CheckedCall, rerank_call, score_call
 from ._engine.routes import ScoreEndpoint
-from .config import Cert, PromptMode, RerankConfig, Verify
+from .config import Cert, ImagePolicy, LongDocuments, PromptMode, RerankConfig, Verify
 from .errors import RerankConfigError
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ class ClientOptions(TypedDict, total=False):
     retry_backoff: float
     retry_backoff_max: float
     truncate: bool
+    long_documents: LongDocuments
+    images: ImagePolicy
     verify: Verify
     cert: Cert | None
     proxy: str | None

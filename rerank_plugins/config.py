@@ -7,6 +7,8 @@ argument           environment variable   default
 ``model``          ``RERANK_MODEL``       the server's first model
 ``api_key``        ``RERANK_API_KEY``     none
 ``prompt_mode``    ``RERANK_PROMPT_MODE`` ``"auto"``
+``images``         ``RERANK_IMAGES``      ``"as_text"``
+``long_documents`` ``RERANK_LONG_DOCUMENTS`` ``"truncate"``
 =================  =====================  ==========================
 """
 
@@ -19,11 +21,15 @@ from typing import Any, Literal, cast, get_args
 
 from .errors import RerankConfigError
 
-__all__ = ["PROMPT_MODES", "ROUTES", "PromptMode", "RerankConfig"]
+__all__ = ["PROMPT_MODES", "ROUTES", "ImagePolicy", "LongDocuments", "PromptMode", "RerankConfig"]
 
 PromptMode = Literal["auto", "server", "client", "raw"]
 # The one list of prompt modes (rerank-serve serves all but "raw", a client-only setting).
 PROMPT_MODES: tuple[PromptMode, ...] = get_args(PromptMode)
+ImagePolicy = Literal["as_text", "error"]
+LongDocuments = Literal["truncate", "chunk"]
+_IMAGE_POLICIES: tuple[ImagePolicy, ...] = get_args(ImagePolicy)
+_LONG_DOCUMENTS: tuple[LongDocuments, ...] = get_args(LongDocuments)
 # /v2/rerank first: it works on vLLM directly, passes vllm-router and LiteLLM unchanged, and
 # vLLM's own --api-key check guards it (it guards nothing outside /v1 and /v2).
 ROUTES = ("/v2/rerank", "/rerank", "/v1/rerank")
@@ -59,6 +65,17 @@ class RerankConfig:
     ``routing_header`` (e.g. ``"X-Session-ID"``) sends a hash of the query in that header
     with every batch, for routers that hash it to pick a replica (vllm-router's
     ``consistent_hash``); off by default.
+    ``images`` says what a model whose family takes text only does with documents that carry
+    images: ``"as_text"`` ranks each by its text alone (an :class:`ImageDocument`'s ``text``,
+    else an empty string) with the rest, logging once per client that images were not seen;
+    ``"error"`` raises :class:`RerankInputError` instead. A model of no known family counts as
+    text-only.
+    ``long_documents`` says what happens to a document longer than the model's window:
+    ``"truncate"`` cuts it (the prompt's end is kept, so its tail is never seen);
+    ``"chunk"`` splits it into overlapping windows that fit (a quarter of a window overlaps
+    the next), scores each and gives the document its best chunk's score (MaxP), naming the
+    chunk on the result item (``item.chunk``; ``score()`` gives the best score alone);
+    ``usage`` counts every chunk, and each chunk is cached as a document would be.
     ``cache`` is a :mod:`rerank_plugins.cache` score cache (None: none); ``metrics`` True or a
     :class:`~rerank_plugins.telemetry.PrometheusMetrics`; ``tracing`` True or an
     :class:`~rerank_plugins.telemetry.OpenTelemetryTracing`.
@@ -79,6 +96,8 @@ class RerankConfig:
     retry_backoff: float = 0.5
     retry_backoff_max: float = 8.0
     truncate: bool = True
+    long_documents: LongDocuments = "truncate"
+    images: ImagePolicy = "as_text"
     max_connections: int = 16
     verify: Verify = field(default=True, compare=False)
     cert: Cert | None = None
@@ -118,6 +137,16 @@ class RerankConfig:
                 f"prompt_mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r} "
                 "(argument prompt_mode or env RERANK_PROMPT_MODE)"
             )
+        if self.images not in _IMAGE_POLICIES:
+            raise RerankConfigError(
+                f"images must be one of {_IMAGE_POLICIES}, got {self.images!r} "
+                "(argument images or env RERANK_IMAGES)"
+            )
+        if self.long_documents not in _LONG_DOCUMENTS:
+            raise RerankConfigError(
+                f"long_documents must be one of {_LONG_DOCUMENTS}, got {self.long_documents!r} "
+                "(argument long_documents or env RERANK_LONG_DOCUMENTS)"
+            )
         _check_positive("max_concurrency", self.max_concurrency)
         _check_positive("max_connections", self.max_connections)
         _check_positive("timeout", self.timeout)
@@ -152,6 +181,11 @@ class RerankConfig:
                 "(start a server with: rerank-serve MODEL)"
             )
         mode = prompt_mode or os.environ.get("RERANK_PROMPT_MODE") or "auto"
+        for name, env in (("images", "RERANK_IMAGES"), ("long_documents", "RERANK_LONG_DOCUMENTS")):
+            # None means "not given", as for the settings above: the env var, else the default.
+            value = options.pop(name, None) or os.environ.get(env)
+            if value:
+                options[name] = value
         return cls(
             base_url=base_url.rstrip("/"),
             model=model or os.environ.get("RERANK_MODEL") or None,

@@ -5,11 +5,11 @@ Needs the ``[langchain]`` extra. Policy (text, cuts, fail-open, metadata) is in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from . import _adapters
-from ._adapters import RELEVANCE_SCORE_KEY, Placement, RerankOptions
+from ._adapters import RELEVANCE_SCORE_KEY, Placement
 from .client import AsyncRerankClient, RerankClient
 from .errors import RerankInputError
 from .multimodal import ImageDocument
@@ -43,7 +43,7 @@ END_EVENT = "rerank_end"
 """Name of the custom event sent after it, also when it failed or failed open."""
 
 
-class VLLMRerank(BaseDocumentCompressor):
+class VLLMRerank(_adapters.AdapterMixin, BaseDocumentCompressor):
     """Rerank documents with a model served by vLLM (e.g. Qwen3-Reranker).
 
     Returns copies (same ``id``, all original metadata) with ``relevance_score``,
@@ -85,59 +85,11 @@ class VLLMRerank(BaseDocumentCompressor):
     client: AsyncRerankClient = Field(exclude=True, repr=False, description="Shared client.")
     _sync_client: RerankClient | None = PrivateAttr(default=None)
 
-    def __init__(
-        self,
-        *,
-        client: AsyncRerankClient | None = None,
-        base_url: str | None = None,
-        model: str | None = None,
-        api_key: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        # The key lives only inside the client, so repr and model_dump never show it.
-        kwargs.update(base_url=base_url, model=model, api_key=api_key)
-        name = type(self).__name__
-        super().__init__(**_adapters.prepare_fields(name, type(self).model_fields, client, kwargs))
-        self._options(None)  # fail at construction on bad settings
-
     @model_serializer(mode="wrap")
     def _dump_with_settings(
         self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
     ) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        data.update(
-            _adapters.shown_settings(
-                self.__dict__.get("client"),
-                plain_only=True,
-                include=info.include,
-                exclude=info.exclude,
-                exclude_none=info.exclude_none,
-            )
-        )
-        return data
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        yield from super().__repr_args__()
-        yield from _adapters.shown_settings(self.__dict__.get("client")).items()
-
-    def with_instruction(self, instruction: str | None) -> Self:
-        """A copy using another instruction, sharing this one's clients."""
-        return self.model_copy(update={"instruction": instruction})
-
-    def _options(self, instruction: str | None) -> RerankOptions:
-        return RerankOptions(
-            self.top_n,
-            self.score_threshold,
-            self.min_keep,
-            instruction or self.instruction,
-            self.fail_open,
-        )
-
-    def _sync(self) -> RerankClient:
-        # Made on first sync use: the async path never needs it.
-        if self._sync_client is None:
-            self._sync_client = self.client.to_sync()
-        return self._sync_client
+        return self._dump_settings(handler(self), info)
 
     def _texts(self, docs: Sequence[Document]) -> list[DocumentInput]:
         for position, doc in enumerate(docs):
@@ -155,17 +107,6 @@ class VLLMRerank(BaseDocumentCompressor):
             image = ImageDocument.from_metadata(text, doc.metadata)
             texts.append(text if image is None else image)
         return texts
-
-    def _start(self, query: str, docs: Sequence[Document]) -> dict[str, Any]:
-        return {"query": query, "documents": len(docs), "model": self.model, "top_n": self.top_n}
-
-    @staticmethod
-    def _end(out: list[Document], error: BaseException | None) -> dict[str, Any]:
-        return {
-            "documents": len(out),
-            "reranked": all(doc.metadata[_adapters.RERANKED_KEY] for doc in out),
-            "error": None if error is None else repr(error),
-        }
 
     @staticmethod
     def _apply(docs: Sequence[Document], placements: list[Placement]) -> list[Document]:
@@ -189,23 +130,10 @@ class VLLMRerank(BaseDocumentCompressor):
         instruction: str | None = None,
     ) -> Sequence[Document]:
         """Rerank ``documents`` for ``query``; ``instruction`` overrides the adapter's."""
-        manager = get_callback_manager_for_config(_config(callbacks))
-        run_id = manager.parent_run_id  # None outside a run: then there is no one to tell
-        if run_id:
-            manager.on_custom_event(START_EVENT, self._start(query, documents), run_id=run_id)
-        out: list[Document] = []
-        error: BaseException | None = None
-        try:
-            texts = self._texts(documents)
-            placements = _adapters.rerank(self._sync(), query, texts, self._options(instruction))
-            out = self._apply(documents, placements)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if run_id:
-                manager.on_custom_event(END_EVENT, self._end(out, error), run_id=run_id)
-        return out
+        with _Run(self, documents, query, callbacks) as run:
+            options = self._options(instruction)
+            run.done(_adapters.rerank(self._sync(), query, run.texts(), options))
+        return run.out
 
     async def acompress_documents(
         self,
@@ -216,24 +144,77 @@ class VLLMRerank(BaseDocumentCompressor):
         instruction: str | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents`: awaits the shared client, never a thread."""
-        manager = get_async_callback_manager_for_config(_config(callbacks))
-        run_id = manager.parent_run_id
-        if run_id:
-            await manager.on_custom_event(START_EVENT, self._start(query, documents), run_id=run_id)
-        out: list[Document] = []
-        error: BaseException | None = None
-        try:
-            texts = self._texts(documents)
+        async with _Run(self, documents, query, callbacks) as run:
             options = self._options(instruction)
-            placements = await _adapters.arerank(self.client, query, texts, options)
-            out = self._apply(documents, placements)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if run_id:
-                await manager.on_custom_event(END_EVENT, self._end(out, error), run_id=run_id)
-        return out
+            run.done(await _adapters.arerank(self.client, query, run.texts(), options))
+        return run.out
+
+
+class _Run:
+    """One compression as callback handlers see it: ``rerank_start``, then ``rerank_end``.
+
+    The end event is sent whatever happens inside, with the error if one was raised. Entered
+    with ``with`` (sync handlers) or ``async with`` (async handlers, awaited), so that both
+    compress methods share one body and differ only by the await of the rerank itself.
+    """
+
+    def __init__(
+        self,
+        adapter: VLLMRerank,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None,
+    ) -> None:
+        self.adapter = adapter
+        self.documents = documents
+        self.query = query
+        self.config = _config(callbacks)
+        self.out: list[Document] = []
+
+    def texts(self) -> list[DocumentInput]:
+        """What is sent for the documents; checked inside the run, so a bad input ends it."""
+        return self.adapter._texts(self.documents)
+
+    def done(self, placements: list[Placement]) -> None:
+        """The reranked copies, in ``placements`` order."""
+        self.out = self.adapter._apply(self.documents, placements)
+
+    def _start(self) -> dict[str, Any]:
+        adapter = self.adapter
+        return {
+            "query": self.query,
+            "documents": len(self.documents),
+            "model": adapter.model,
+            "top_n": adapter.top_n,
+        }
+
+    def _end(self, error: BaseException | None) -> dict[str, Any]:
+        return {
+            "documents": len(self.out),
+            "reranked": all(doc.metadata[_adapters.RERANKED_KEY] for doc in self.out),
+            "error": None if error is None else repr(error),
+        }
+
+    def __enter__(self) -> Self:
+        self.manager = get_callback_manager_for_config(self.config)
+        # None outside a run: then there is no one to tell.
+        if run_id := self.manager.parent_run_id:
+            self.manager.on_custom_event(START_EVENT, self._start(), run_id=run_id)
+        return self
+
+    def __exit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
+        if run_id := self.manager.parent_run_id:
+            self.manager.on_custom_event(END_EVENT, self._end(error), run_id=run_id)
+
+    async def __aenter__(self) -> Self:
+        self.amanager = get_async_callback_manager_for_config(self.config)
+        if run_id := self.amanager.parent_run_id:
+            await self.amanager.on_custom_event(START_EVENT, self._start(), run_id=run_id)
+        return self
+
+    async def __aexit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
+        if run_id := self.amanager.parent_run_id:
+            await self.amanager.on_custom_event(END_EVENT, self._end(error), run_id=run_id)
 
 
 def _config(callbacks: Callbacks | None) -> RunnableConfig:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from . import _adapters
-from ._adapters import ADDED_KEYS, RETRIEVAL_SCORE_KEY, Placement, RerankOptions
+from ._adapters import ADDED_KEYS, RETRIEVAL_SCORE_KEY, Placement
 from .client import AsyncRerankClient, RerankClient
 from .errors import RerankInputError
 from .multimodal import ImageDocument
@@ -55,7 +55,7 @@ class _Call:
     output: list[NodeWithScore] = field(default_factory=list)
 
 
-class VLLMRerank(BaseNodePostprocessor):
+class VLLMRerank(_adapters.AdapterMixin, BaseNodePostprocessor):
     """Rerank retrieved nodes with a model served by vLLM (e.g. Qwen3-Reranker).
 
     Returns new ``NodeWithScore`` objects over copies of the nodes: ``score`` is the rerank
@@ -96,21 +96,6 @@ class VLLMRerank(BaseNodePostprocessor):
     client: AsyncRerankClient = Field(exclude=True, repr=False, description="Shared client.")
     _sync_client: RerankClient | None = PrivateAttr(default=None)
 
-    def __init__(
-        self,
-        *,
-        client: AsyncRerankClient | None = None,
-        base_url: str | None = None,
-        model: str | None = None,
-        api_key: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        # The key lives only inside the client, so repr, to_dict and to_json never show it.
-        kwargs.update(base_url=base_url, model=model, api_key=api_key)
-        name = type(self).__name__
-        super().__init__(**_adapters.prepare_fields(name, type(self).model_fields, client, kwargs))
-        self._options()  # fail at construction on bad settings
-
     @model_serializer(mode="wrap")
     def custom_model_dump(
         self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
@@ -118,42 +103,15 @@ class VLLMRerank(BaseNodePostprocessor):
         """Fields, then the client's settings (no key), then ``class_name``."""
         data: dict[str, Any] = super().custom_model_dump(handler, info)
         class_name = data.pop("class_name", None)
-        data.update(
-            _adapters.shown_settings(
-                self.__dict__.get("client"),
-                plain_only=True,
-                include=info.include,
-                exclude=info.exclude,
-                exclude_none=info.exclude_none,
-            )
-        )
+        self._dump_settings(data, info)
         if class_name is not None:
             data["class_name"] = class_name
         return data
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        yield from super().__repr_args__()
-        yield from _adapters.shown_settings(self.__dict__.get("client")).items()
 
     @classmethod
     def class_name(cls) -> str:
         """Name used by LlamaIndex serialization."""
         return "VLLMRerank"
-
-    def with_instruction(self, instruction: str | None) -> Self:
-        """A copy using another instruction, sharing this one's clients."""
-        return self.model_copy(update={"instruction": instruction})
-
-    def _options(self) -> RerankOptions:
-        return RerankOptions(
-            self.top_n, self.score_threshold, self.min_keep, self.instruction, self.fail_open
-        )
-
-    def _sync(self) -> RerankClient:
-        # Made on first sync use: the async path never needs it.
-        if self._sync_client is None:
-            self._sync_client = self.client.to_sync()
-        return self._sync_client
 
     def _text(self, node: BaseNode) -> DocumentInput:
         if self.text_fn:

@@ -35,6 +35,7 @@ __all__ = [
     "ScoreInput",
     "build_multimodal_rerank_body",
     "check_images_allowed",
+    "for_text_only",
     "has_images",
     "image_part",
     "image_url_from_bytes",
@@ -274,6 +275,44 @@ def check_images_allowed(
             f"documents contain images; image-capable families: {multimodal}"
         )
     return found
+
+
+def for_text_only(
+    query: RerankInputItem,
+    documents: Sequence[RerankInputItem],
+    *,
+    model_name: str,
+    model_root: str | None = None,
+    images: str = "as_text",
+) -> list[str] | None:
+    """The documents a text-only model is sent in place of ones with images; None if it sees them.
+
+    For a model whose family takes images, None: send ``documents`` as given. Otherwise (a
+    text-only family, or none known: images need a family that says how the server renders
+    them) each document goes as its text: a string as is, an :class:`ImageDocument` as its
+    ``text`` (caption, alt text, whatever the adapter read) or ``""``, a content list as its
+    text parts. An image in the query, or ``images="error"``, raises
+    :class:`RerankInputError` instead: a query is what the ranking is for, so it is never
+    silently reduced.
+    """
+    found = family_of(model_name, model_root)
+    if found is not None and found.multimodal:
+        return None
+    if images == "error" or has_images(query):
+        check_images_allowed(
+            query, documents, model_name=model_name, model_root=model_root, unknown_ok=False
+        )
+    return [_text_of(document) for document in documents]
+
+
+def _text_of(item: RerankInputItem) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, ImageDocument):
+        return item.text or ""
+    parts = item.get("content") if isinstance(item, Mapping) else None
+    texts = [p.get("text") for p in parts or () if isinstance(p, Mapping)]
+    return "\n".join(t for t in texts if isinstance(t, str))
 
 
 def build_multimodal_rerank_body(

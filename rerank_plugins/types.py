@@ -12,7 +12,16 @@ from .prompts import needs_template
 DocumentInput = str | ImageDocument
 """A document as the client takes it: text, or an image with optional text."""
 
-__all__ = ["PreparedCall", "RerankItem", "RerankResult", "ScoreResult", "ServerInfo", "Usage"]
+__all__ = [
+    "Chunk",
+    "ChunkedRerankItem",
+    "PreparedCall",
+    "RerankItem",
+    "RerankResult",
+    "ScoreResult",
+    "ServerInfo",
+    "Usage",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +47,22 @@ class PreparedCall:
     mode: str = "raw"  # the prompt mode applied: "server", "client" or "raw"
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """The part of a long document that gave its score (``long_documents="chunk"``).
+
+    Chunk ``index`` of ``count`` (0 is the document's start), covering tokens ``start`` to
+    ``end`` (exclusive) of the document as the server tokenizes it; ``text`` is what was sent:
+    those tokens as the server's tokenizer writes them back (lowercase for an uncased model).
+    """
+
+    index: int
+    count: int
+    start: int
+    end: int
+    text: str
+
+
 class RerankItem(NamedTuple):
     """One ranked document: its position in the caller's list, its score and its text.
 
@@ -48,6 +73,38 @@ class RerankItem(NamedTuple):
     index: int  # type: ignore[assignment]  # shadows tuple.index, as a field should
     score: float
     document: DocumentInput
+
+    @property
+    def chunk(self) -> Chunk | None:
+        """The chunk that gave the score, for a document split by ``long_documents="chunk"``."""
+        return None
+
+
+class ChunkedRerankItem(RerankItem):
+    """A :class:`RerankItem` of a document scored by its best chunk, which ``chunk`` names.
+
+    Still a 3-tuple ``(index, score, document)``, so code that unpacks items is unchanged.
+    """
+
+    _best: Chunk
+
+    def __new__(  # noqa: D102
+        cls, index: int, score: float, document: DocumentInput, chunk: Chunk
+    ) -> ChunkedRerankItem:
+        item = super().__new__(cls, index, score, document)
+        item._best = chunk
+        return item
+
+    def __getnewargs__(self) -> tuple[int, float, DocumentInput, Chunk]:
+        return (self.index, self.score, self.document, self._best)
+
+    @property
+    def chunk(self) -> Chunk:
+        """The chunk that gave the score."""
+        return self._best
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, chunk={self._best!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 
 from ..config import RerankConfig
-from ..multimodal import check_images_allowed
+from ..multimodal import for_text_only
 from ..telemetry import Instrument, instruments
 from ..types import DocumentInput, PreparedCall, ServerInfo, Usage
-from . import discovery
+from . import chunks, discovery
 from .cached import CacheGuard, fetch_once, pair_keys
 from .checks import CheckedCall
 from .context import CallContext, ProgressCallback, WarnOnce, gather_or_cancel
@@ -144,18 +144,46 @@ class Engine:
         info = ctx.info = self.info or await self.server_info(ctx)
         model = ctx.model = self.config.model or info.model
         endpoint, query, docs, instruction = call.endpoint, call.query, call.docs, call.instruction
+        sent: list[DocumentInput] = docs  # what is scored for each of the caller's documents
         if call.images:
-            # A model of no known family is taken as text-only: images need a family that says
-            # how the server renders them.
-            check_images_allowed(
-                query, docs, model_name=model, model_root=info.model_root, unknown_ok=False
+            as_text = for_text_only(
+                query, docs, model_name=model, model_root=info.model_root, images=self.config.images
             )
+            if as_text is not None:
+                sent = list(as_text)
+                self._warn(
+                    "images",
+                    "rerank_plugins: %r takes text only: documents with images are ranked by "
+                    "their text (or as empty), the images are not seen (images='error' refuses "
+                    "them instead; logged once per client)",
+                    model,
+                )
+        if self.config.long_documents == "chunk" and not info.listwise:
+            plan = await self._truncation.chunk_plan(ctx, query, sent, instruction)
+            if plan is not None:
+                # Every chunk's score, through the cache and batches like any documents.
+                scored = await self._rank(ctx, endpoint.uncut(), plan.pieces, plan.pieces, call)
+                return chunks.finish(endpoint, plan, scored, docs, ctx.request_id)
+        return await self._rank(ctx, endpoint, docs, sent, call)
+
+    async def _rank(
+        self,
+        ctx: CallContext,
+        endpoint: Endpoint,
+        docs: list[DocumentInput],
+        sent: list[DocumentInput],
+        call: CheckedCall,
+    ) -> Any:
+        """Score ``sent`` (what goes for each of ``docs``); the result holds ``docs``."""
+        info, model = ctx.info, ctx.model
+        assert info is not None
+        query, instruction = call.query, call.instruction
         cache = None if info.listwise else self.config.cache
         if cache is None:
-            prepared = await self._truncation.prepare(ctx, query, docs, instruction)
+            prepared = await self._truncation.prepare(ctx, query, sent, instruction)
             parts = await self._send_batches(ctx, endpoint, prepared, docs)
             return endpoint.result(parts, model, ctx.request_id)
-        keys = pair_keys(self.config, info, query, instruction or self.config.instruction, docs)
+        keys = pair_keys(self.config, info, query, instruction or self.config.instruction, sent)
         # A lookup that fails in this call pauses the cache for later calls, not this store.
         store = not self._cache_guard.paused()
         scores: list[float | None] = await self._cache_guard.get(ctx, cache, keys)
@@ -165,7 +193,7 @@ class Engine:
         served = model
 
         async def fetch(positions: list[int]) -> tuple[list[float], Usage, str]:
-            wanted = [docs[i] for i in positions]
+            wanted = [sent[i] for i in positions]
             prepared = await self._truncation.prepare(ctx, query, wanted, instruction)
             uncut = endpoint.uncut()
             parts = await self._send_batches(ctx, uncut, prepared, wanted)

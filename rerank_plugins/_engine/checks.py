@@ -66,8 +66,8 @@ def score_call(
 
 
 def _images_checked(config: RerankConfig, call: CheckedCall) -> CheckedCall:
-    """Images for a model whose family is text-only fail here, before any request."""
-    if config.model and call.images:
+    """With ``images="error"``, images for a text-only family fail here, before any request."""
+    if config.model and call.images and config.images == "error":
         check_images_allowed(call.query, call.docs, model_name=config.model, unknown_ok=False)
     return call
 

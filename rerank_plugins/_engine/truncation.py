@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .. import prompts
 from ..errors import RerankInputError, RerankStatusError
 from ..types import DocumentInput, PreparedCall, ServerInfo
+from . import chunks
 from .context import CallContext, WarnOnce, gather_or_cancel
 from .http import NO_ROUTE, send
 from .wire import detokenized, tokens_of
@@ -191,19 +192,44 @@ class Truncation:
         docs: list[DocumentInput],
         instruction: str | None,
     ) -> list[DocumentInput]:
-        """Cut documents that would overflow the window, so the prompt's end stays intact.
+        """Cut documents that would overflow the window, so the prompt's end stays intact."""
+        found = await self.window(ctx, info, mode, query, docs, instruction)
+        if found is None:
+            return docs
+        long, budget = found
+        model = ctx.model
+        fitted = list(docs)
+        texts = {i: doc for i in long if isinstance(doc := docs[i], str)}
+        limiter = ctx.limiter
+
+        async def cut(i: int) -> None:
+            async with limiter:
+                fitted[i] = await _cut_to(ctx, model, texts[i], budget)
+
+        await gather_or_cancel([cut(i) for i, text in texts.items() if utf8_len(text) > budget])
+        return fitted
+
+    async def window(
+        self,
+        ctx: CallContext,
+        info: ServerInfo,
+        mode: str,
+        query: str,
+        docs: Sequence[DocumentInput],
+        instruction: str | None,
+    ) -> tuple[list[int], int] | None:
+        """The documents that may overflow the window, and a document's budget in tokens.
 
         Byte lengths bound token counts, so a call whose documents cannot overflow sends no
-        tokenizer request at all.
+        tokenizer request at all (None), nor does a server without ``/tokenize``.
         """
         assert info.max_model_len is not None
         window = window_for(info.max_model_len, info.added_tokens, mode, query, instruction)
         long = long_documents(docs, window.byte_bound)
         if not long or not self.can_tokenize:
-            return docs
-        model = ctx.model
+            return None
         try:
-            side_tokens = len(await tokens(ctx, model, window.side))
+            side_tokens = len(await tokens(ctx, ctx.model, window.side))
         except RerankStatusError as exc:
             if exc.status_code not in NO_ROUTE:
                 raise
@@ -215,18 +241,33 @@ class Truncation:
                 ctx.config.base_url,
                 exc.status_code,
             )
-            return docs
-        budget = document_budget(window, side_tokens, info.max_model_len)
-        fitted = list(docs)
-        texts = {i: doc for i in long if isinstance(doc := docs[i], str)}
-        limiter = ctx.limiter
+            return None
+        return long, document_budget(window, side_tokens, info.max_model_len)
 
-        async def cut(i: int) -> None:
-            async with limiter:
-                fitted[i] = await _cut_to(ctx, model, texts[i], budget)
-
-        await gather_or_cancel([cut(i) for i, text in texts.items() if utf8_len(text) > budget])
-        return fitted
+    async def chunk_plan(
+        self, ctx: CallContext, query: str, docs: list[DocumentInput], instruction: str | None
+    ) -> chunks.ChunkPlan | None:
+        """The documents longer than the window, split into chunks that fit (None: none is)."""
+        info = ctx.info
+        assert info is not None
+        if not info.max_model_len or not docs:
+            return None
+        mode = info.prompt_mode or "raw"
+        instruction = instruction or ctx.config.instruction
+        found = await self.window(ctx, info, mode, query, docs, instruction)
+        if found is None:
+            return None
+        long, budget = found
+        model = ctx.model
+        return await chunks.split(
+            docs,
+            long,
+            budget,
+            lambda text: tokens(ctx, model, text),
+            lambda ids: detokenize(ctx, model, ids),
+            ctx.limiter,
+            gather_or_cancel,
+        )
 
 
 async def tokens(ctx: CallContext, model: str, text: str) -> list[int]:
@@ -240,6 +281,10 @@ async def _cut_to(ctx: CallContext, model: str, text: str, budget: int) -> str:
     ids = await tokens(ctx, model, text)
     if len(ids) <= budget:
         return text
-    payload = {"model": model, "tokens": ids[:budget]}
-    body = await send(ctx, "POST", "/detokenize", payload)
+    return await detokenize(ctx, model, ids[:budget])
+
+
+async def detokenize(ctx: CallContext, model: str, ids: list[int]) -> str:
+    """The text of token ids (``/detokenize``)."""
+    body = await send(ctx, "POST", "/detokenize", {"model": model, "tokens": ids})
     return detokenized(ctx.config.base_url + "/detokenize", body)

@@ -67,17 +67,62 @@ def test_langchain_documents_with_an_image_in_metadata():
     assert docs[1].metadata == {"image": PNG_URL}  # the caller's document is unchanged
 
 
+def test_a_text_only_family_gets_each_image_document_as_its_text():
+    from llama_index.core.schema import ImageNode, NodeWithScore, TextNode
+
+    from rerank_plugins.llamaindex import VLLMRerank
+
+    handler, seen = fake_server(model="Qwen/Qwen3-Reranker-0.6B", templated=True)
+    client = AsyncRerankClient(
+        "http://r.test", model="Qwen/Qwen3-Reranker-0.6B", transport=httpx.MockTransport(handler)
+    )
+    nodes = [
+        NodeWithScore(node=TextNode(text="plain text"), score=0.1),
+        NodeWithScore(node=ImageNode(image=PNG_B64, text="a chart"), score=0.2),
+        NodeWithScore(node=ImageNode(image=PNG_B64), score=0.3),
+    ]
+    out = VLLMRerank(client=client).postprocess_nodes(nodes, query_str="q")
+    assert len(out) == 3 and sum(isinstance(n.node, ImageNode) for n in out) == 2
+    (documents,) = sent_documents(seen)
+    assert documents == ["plain text", "a chart", ""]  # no image part reaches the server
+
+
 @pytest.mark.parametrize("fail_open", [False, True])
-def test_an_image_for_a_text_only_model_is_an_input_error_even_failing_open(fail_open):
+def test_images_error_refuses_images_for_a_text_only_model_even_failing_open(fail_open):
     from langchain_core.documents import Document
 
     from rerank_plugins.langchain import VLLMRerank
 
     handler, seen = fake_server(model="Qwen/Qwen3-Reranker-0.6B", templated=True)
     client = AsyncRerankClient(
-        "http://r.test", model="Qwen/Qwen3-Reranker-0.6B", transport=httpx.MockTransport(handler)
+        "http://r.test",
+        model="Qwen/Qwen3-Reranker-0.6B",
+        images="error",
+        transport=httpx.MockTransport(handler),
     )
     docs = [Document(page_content="x", metadata={"image": PNG_URL})]
     with pytest.raises(RerankInputError, match="takes text only"):
         VLLMRerank(client=client, fail_open=fail_open).compress_documents(docs, "q")
     assert seen == []
+
+
+def test_images_option_checked_and_read_from_the_environment(monkeypatch):
+    from rerank_plugins import RerankConfig, RerankConfigError
+
+    with pytest.raises(RerankConfigError, match="RERANK_IMAGES"):
+        RerankConfig("http://x", images="drop")
+    assert RerankConfig.resolve("http://x").images == "as_text"
+    monkeypatch.setenv("RERANK_IMAGES", "error")
+    assert RerankConfig.resolve("http://x").images == "error"
+    assert RerankConfig.resolve("http://x", images="as_text").images == "as_text"
+
+
+def test_an_image_query_is_refused_even_as_text():
+    from rerank_plugins.multimodal import ImageDocument, for_text_only
+
+    image = ImageDocument((PNG_URL,), "caption")
+    kept = for_text_only("q", ["a", image], model_name="Qwen/Qwen3-Reranker-0.6B")
+    assert kept == ["a", "caption"]
+    assert for_text_only("q", ["a", image], model_name=VL_MODEL) is None  # it sees images
+    with pytest.raises(RerankInputError, match="takes text only"):
+        for_text_only(image, ["a"], model_name="Qwen/Qwen3-Reranker-0.6B")

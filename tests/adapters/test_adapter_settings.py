@@ -50,6 +50,8 @@ VALUES: dict[str, Any] = {
     "retry_backoff": 0.1,
     "retry_backoff_max": 1.5,
     "truncate": False,
+    "long_documents": "chunk",
+    "images": "error",
     "max_connections": 7,
     "verify": False,
     "cert": ("/etc/ssl/client.crt", "/etc/ssl/client.key"),

@@ -386,12 +386,15 @@ def test_image_documents_go_as_content_parts_to_a_multimodal_family():
 
 @pytest.mark.parametrize("model", ["all-MiniLM-L6-v2", "Qwen/Qwen3-Reranker-0.6B"])
 @pytest.mark.parametrize("configured", [True, False])
-def test_an_image_for_a_text_only_family_fails_before_the_call_is_sent(model, configured):
+def test_images_error_fails_an_image_for_a_text_only_family_before_sending(model, configured):
     from rerank_plugins.multimodal import ImageDocument
 
     handler, seen = fake_server(model=model, templated=True)
     client = RerankClient(
-        BASE, model=model if configured else None, transport=httpx.MockTransport(handler)
+        BASE,
+        model=model if configured else None,
+        images="error",
+        transport=httpx.MockTransport(handler),
     )
     with pytest.raises(RerankInputError, match=r"takes text only|family of .* is unknown"):
         client.rerank("q", ["a", ImageDocument((PNG_URL,))])
@@ -400,6 +403,20 @@ def test_an_image_for_a_text_only_family_fails_before_the_call_is_sent(model, co
     assert (
         seen == [] if configured else all(r.url.path != "/v2/rerank" or is_probe(r) for r in seen)
     )
+
+
+@pytest.mark.parametrize("model", ["all-MiniLM-L6-v2", "Qwen/Qwen3-Reranker-0.6B"])
+def test_an_image_document_for_a_text_only_family_goes_as_its_text(model):
+    from rerank_plugins.multimodal import ImageDocument
+
+    handler, seen = fake_server(model=model, templated=True)
+    client = RerankClient(BASE, model=model, transport=httpx.MockTransport(handler))
+    docs = ["a", ImageDocument((PNG_URL,), text="a caption"), ImageDocument((PNG_URL,))]
+    result = client.rerank("q", docs)
+    assert sorted(result.indices) == [0, 1, 2]
+    assert result.items[result.indices.index(1)].document is docs[1]  # the caller's object
+    sent = [json.loads(r.content)["documents"] for r in posts(seen, "/v2/rerank")]
+    assert [d for d in sent if d != ["b"]] == [["a", "a caption", ""]]  # the probe aside
 
 
 def test_a_gateway_failing_the_keyless_check_does_not_fail_calls():
