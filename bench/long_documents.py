@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ from common import ARTIFACTS, VLLM_PYTHON, minilm_dir  # noqa: E402
 
 from rerank_plugins import AsyncRerankClient  # noqa: E402
 from rerank_plugins.eval.data import load_collection  # noqa: E402
-from rerank_plugins.metrics import evaluate, evaluate_per_query  # noqa: E402
+from rerank_plugins.eval.metrics import evaluate, evaluate_per_query  # noqa: E402
 from rerank_plugins.retrieval import BM25Index  # noqa: E402
 
 DEPTH = 30
@@ -41,19 +38,8 @@ MODES = ("truncate", "chunk")
 
 
 def read_medquad() -> object:
-    """The set through the public loader; a plain copy of the corpus for a loader without gzip."""
-    folder = ROOT / "data" / "medquad-liveqa"
-    try:
-        return load_collection(str(folder))
-    except FileNotFoundError:
-        plain = Path(tempfile.mkdtemp()) / folder.name
-        shutil.copytree(folder, plain, ignore=shutil.ignore_patterns("*.gz"))
-        with (
-            gzip.open(folder / "corpus.jsonl.gz") as src,
-            (plain / "corpus.jsonl").open("wb") as dst,
-        ):
-            shutil.copyfileobj(src, dst)
-        return load_collection(str(plain))
+    """The shipped set, found by name (data/medquad-liveqa; the loader reads its gzipped corpus)."""
+    return load_collection("medquad-liveqa")
 
 
 def start_minilm() -> object:
