@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from rerank_plugins.serve import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = ROOT / "tests" / "support"
@@ -110,12 +111,6 @@ def reference(payload: dict[str, Any]) -> list[float]:
     out = _py([str(SUPPORT / "reference_scores.py")], stdin=json.dumps(payload))
     scores: list[float] = json.loads(out.stdout.strip().splitlines()[-1])["scores"]
     return scores
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Served:
