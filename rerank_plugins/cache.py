@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ._extras import import_extra
 from ._loop import on_loop_end
 
 __all__ = ["InMemoryCache", "RedisCache", "ScoreCache", "pair_key", "pair_prefix"]
@@ -168,12 +169,7 @@ class RedisCache:
         connect_timeout: float = 1.0,
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
-        try:
-            import redis.asyncio  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-        except ImportError as exc:  # pragma: no cover - exercised without the extra
-            raise ImportError(
-                "RedisCache needs redis: pip install 'rerank-plugins[redis]'"
-            ) from exc
+        import_extra("redis.asyncio", "RedisCache needs redis: pip install 'rerank-plugins[redis]'")
         if ttl < 1 or not timeout > 0 or not connect_timeout > 0:
             raise ValueError("ttl must be >= 1 second, timeout and connect_timeout > 0")
         self._url = url

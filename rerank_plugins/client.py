@@ -65,22 +65,26 @@ class _ClientBase:
 
     def __init__(
         self,
-        base_url: str | None,
-        model: str | None,
-        api_key: str | None,
-        config: RerankConfig | None,
-        transport: httpx.AsyncBaseTransport | None,
-        http_client: httpx.AsyncClient | None,
-        options: ClientOptions,
-        engine: Engine | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        *,
+        config: RerankConfig | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        if engine is not None:
-            self._engine = engine
-            return
         if config is not None and (base_url or model or api_key or options):
             raise RerankConfigError("pass either config=... or individual settings, not both")
         config = config or RerankConfig.resolve(base_url, model, api_key, **options)
         self._engine = Engine(config, transport, http_client)
+
+    @classmethod
+    def _over(cls, engine: Engine) -> Self:
+        """A client of this kind over an existing engine: the twin of another client."""
+        twin = cls.__new__(cls)
+        twin._engine = engine
+        return twin
 
     @property
     def config(self) -> RerankConfig:
@@ -135,28 +139,9 @@ class AsyncRerankClient(_ClientBase):
 
     """
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        model: str | None = None,
-        api_key: str | None = None,
-        *,
-        config: RerankConfig | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        **options: Unpack[ClientOptions],
-    ) -> None:
-        super().__init__(base_url, model, api_key, config, transport, http_client, options)
-
     def to_sync(self) -> RerankClient:
         """The sync twin: the same settings, transport, TLS, pool and server info."""
         return RerankClient._over(self._engine)
-
-    @classmethod
-    def _over(cls, engine: Engine) -> AsyncRerankClient:
-        twin = cls.__new__(cls)
-        _ClientBase.__init__(twin, None, None, None, None, None, None, {}, engine)
-        return twin
 
     async def aclose(self) -> None:
         """Close the connection pools and stop the I/O thread (a later call starts them again)."""
@@ -229,25 +214,6 @@ class RerankClient(_ClientBase):
     safe inside a running event loop (Jupyter, Gradio) and from many threads at once, with
     one connection pool. ``transport`` and ``http_client`` are the async ``httpx`` kinds.
     """
-
-    def __init__(
-        self,
-        base_url: str | None = None,
-        model: str | None = None,
-        api_key: str | None = None,
-        *,
-        config: RerankConfig | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        **options: Unpack[ClientOptions],
-    ) -> None:
-        super().__init__(base_url, model, api_key, config, transport, http_client, options)
-
-    @classmethod
-    def _over(cls, engine: Engine) -> RerankClient:
-        twin = cls.__new__(cls)
-        _ClientBase.__init__(twin, None, None, None, None, None, None, {}, engine)
-        return twin
 
     def to_async(self) -> AsyncRerankClient:
         """The async twin: the same settings, transport, TLS, pool and server info."""

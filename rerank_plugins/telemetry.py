@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any, Protocol
 
+from ._extras import import_extra
+
 __all__ = ["CallScope", "Instrument", "OpenTelemetryTracing", "PrometheusMetrics", "instruments"]
 
 
@@ -164,12 +166,10 @@ class PrometheusMetrics:
     _default: PrometheusMetrics | None = None
 
     def __init__(self, registry: Any = None) -> None:
-        try:
-            import prometheus_client as prom  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:  # pragma: no cover - exercised without the extra
-            raise ImportError(
-                "metrics need prometheus_client: pip install 'rerank-plugins[metrics]'"
-            ) from exc
+        prom = import_extra(
+            "prometheus_client",
+            "metrics need prometheus_client: pip install 'rerank-plugins[metrics]'",
+        )
         reg = prom.REGISTRY if registry is None else registry
         labels = ("model", "route")
         self.duration = prom.Histogram(
@@ -271,12 +271,10 @@ class OpenTelemetryTracing:
     """
 
     def __init__(self, tracer_provider: Any = None) -> None:
-        try:
-            from opentelemetry import trace
-        except ImportError as exc:  # pragma: no cover - exercised without the extra
-            raise ImportError(
-                "tracing needs opentelemetry-api: pip install 'rerank-plugins[tracing]'"
-            ) from exc
+        trace = import_extra(
+            "opentelemetry.trace",
+            "tracing needs opentelemetry-api: pip install 'rerank-plugins[tracing]'",
+        )
         self._tracer = trace.get_tracer("rerank_plugins", tracer_provider=tracer_provider)
 
     def start_call(self, route: str, model: str, documents: int) -> CallScope:

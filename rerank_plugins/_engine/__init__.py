@@ -236,18 +236,21 @@ class Engine:
         # One query's batches share a key, so a consistent-hash router keeps them on the
         # replica whose prefix cache holds the query.
         key = routing_key(prepared.query) if self.config.routing_header else None
-        if len(batches) == 1:  # the common case, without a task or a limiter
-            batch = batches[0]
+
+        async def post(number: int, batch: Batch) -> bytes:
             with scope.batch(len(batch.texts)):
-                body = await send(
+                return await send(
                     ctx,
                     "POST",
                     path,
                     endpoint.payload(model, prepared, batch),
-                    f"{request_id}-0",
+                    f"{request_id}-{number}",
                     routing_key=key,
                 )
-            part = endpoint.parse(url, body, batch, originals)
+
+        if len(batches) == 1:  # the common case, without a task or a limiter
+            batch = batches[0]
+            part = endpoint.parse(url, await post(0, batch), batch, originals)
             if on_progress is not None:
                 on_progress(1, 1)
             return [part]
@@ -257,15 +260,7 @@ class Engine:
         async def run(number: int, batch: Batch) -> Any:
             nonlocal done
             async with limiter:
-                with scope.batch(len(batch.texts)):
-                    body = await send(
-                        ctx,
-                        "POST",
-                        path,
-                        endpoint.payload(model, prepared, batch),
-                        f"{request_id}-{number}",
-                        routing_key=key,
-                    )
+                body = await post(number, batch)
             part = endpoint.parse(url, body, batch, originals)
             done += 1
             if on_progress is not None:
