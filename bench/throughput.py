@@ -29,6 +29,9 @@ from profiles import Profile
 
 from rerank_plugins import AsyncRerankClient, RerankClient
 
+# One timed request: (query, documents) -> prompt tokens, or None where the path hides them.
+OneCall = Callable[[str, list[str]], Awaitable[int | None]]
+
 try:  # the seed article's pattern; plain httpx.post stands in where requests is not installed
     import requests
 
@@ -96,7 +99,7 @@ class Bench:
     async def _concurrent(
         self,
         shape: tuple[int, int, int],
-        one: Callable[[str, list[str]], Awaitable[int | None]],
+        one: OneCall,
     ) -> tuple[list[float], int, float | None, float]:
         concurrency, batch, total_docs = shape
         n_requests = max(1, total_docs // batch)
@@ -132,29 +135,37 @@ class Bench:
             await one(self.query(), self.docs(2))  # connect
             return await self._concurrent(shape, one)
 
-    async def ours(self, shape: tuple[int, int, int]) -> Any:
+    async def _through_client(
+        self,
+        shape: tuple[int, int, int],
+        make_one: Callable[[AsyncRerankClient], OneCall],
+    ) -> Any:
+        """Time ``make_one(client)`` calls over one warmed-up AsyncRerankClient, then close it."""
         client = AsyncRerankClient(self.base_url, model=self.model, api_key=self.api_key)
         try:
             await client.rerank(self.query(), self.docs(2))  # learn the server, connect
+            return await self._concurrent(shape, make_one(client))
+        finally:
+            await client.aclose()
 
+    async def ours(self, shape: tuple[int, int, int]) -> Any:
+        def make_one(client: AsyncRerankClient) -> OneCall:
             async def one(q: str, d: list[str]) -> int | None:
                 result = await client.rerank(q, d)
                 assert len(result.items) == len(d)
                 return result.usage.prompt_tokens
 
-            return await self._concurrent(shape, one)
-        finally:
-            await client.aclose()
+            return one
+
+        return await self._through_client(shape, make_one)
 
     async def llamaindex(self, shape: tuple[int, int, int]) -> Any:
         from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
         from rerank_plugins.llamaindex import VLLMRerank
 
-        client = AsyncRerankClient(self.base_url, model=self.model, api_key=self.api_key)
-        reranker = VLLMRerank(client=client)
-        try:
-            await client.rerank(self.query(), self.docs(2))
+        def make_one(client: AsyncRerankClient) -> OneCall:
+            reranker = VLLMRerank(client=client)
 
             async def one(q: str, d: list[str]) -> int | None:
                 nodes = [NodeWithScore(node=TextNode(text=t)) for t in d]
@@ -162,28 +173,26 @@ class Bench:
                 assert len(out) == len(d)
                 return None
 
-            return await self._concurrent(shape, one)
-        finally:
-            await client.aclose()
+            return one
+
+        return await self._through_client(shape, make_one)
 
     async def langchain(self, shape: tuple[int, int, int]) -> Any:
         from langchain_core.documents import Document
 
         from rerank_plugins.langchain import VLLMRerank
 
-        client = AsyncRerankClient(self.base_url, model=self.model, api_key=self.api_key)
-        reranker = VLLMRerank(client=client)
-        try:
-            await client.rerank(self.query(), self.docs(2))
+        def make_one(client: AsyncRerankClient) -> OneCall:
+            reranker = VLLMRerank(client=client)
 
             async def one(q: str, d: list[str]) -> int | None:
                 out = await reranker.acompress_documents([Document(page_content=t) for t in d], q)
                 assert len(out) == len(d)
                 return None
 
-            return await self._concurrent(shape, one)
-        finally:
-            await client.aclose()
+            return one
+
+        return await self._through_client(shape, make_one)
 
     def sequential_requests(self, calls: int) -> Any:
         """The seed article: ``requests.post`` in a loop, 5 documents a call."""
