@@ -27,10 +27,7 @@ import profiles
 from common import TextMaker, load, percentile, summary
 from profiles import Profile
 
-from rerank_plugins import AsyncRerankClient, RerankClient
-
-# One timed request: (query, documents) -> prompt tokens, or None where the path hides them.
-OneCall = Callable[[str, list[str]], Awaitable[int | None]]
+from rerank_plugins import AsyncRerankClient, RerankClient, RerankResult
 
 try:  # the seed article's pattern; plain httpx.post stands in where requests is not installed
     import requests
@@ -99,7 +96,7 @@ class Bench:
     async def _concurrent(
         self,
         shape: tuple[int, int, int],
-        one: OneCall,
+        one: Callable[[str, list[str]], Awaitable[int | None]],
     ) -> tuple[list[float], int, float | None, float]:
         concurrency, batch, total_docs = shape
         n_requests = max(1, total_docs // batch)
@@ -138,61 +135,58 @@ class Bench:
     async def _through_client(
         self,
         shape: tuple[int, int, int],
-        make_one: Callable[[AsyncRerankClient], OneCall],
+        make_rank: Callable[[AsyncRerankClient], Callable[[str, list[str]], Awaitable[Any]]],
     ) -> Any:
-        """Time ``make_one(client)`` calls over one warmed-up AsyncRerankClient, then close it."""
+        """Time ``make_rank(client)(query, documents)`` over one warmed-up AsyncRerankClient.
+
+        Every answer must hold every document; the client's own RerankResult also gives the
+        prompt tokens (the adapters' answers do not carry them).
+        """
         client = AsyncRerankClient(self.base_url, model=self.model, api_key=self.api_key)
+        rank = make_rank(client)
         try:
             await client.rerank(self.query(), self.docs(2))  # learn the server, connect
-            return await self._concurrent(shape, make_one(client))
+
+            async def one(q: str, d: list[str]) -> int | None:
+                out = await rank(q, d)
+                if isinstance(out, RerankResult):
+                    assert len(out.items) == len(d)
+                    return out.usage.prompt_tokens
+                assert len(out) == len(d)
+                return None
+
+            return await self._concurrent(shape, one)
         finally:
             await client.aclose()
 
     async def ours(self, shape: tuple[int, int, int]) -> Any:
-        def make_one(client: AsyncRerankClient) -> OneCall:
-            async def one(q: str, d: list[str]) -> int | None:
-                result = await client.rerank(q, d)
-                assert len(result.items) == len(d)
-                return result.usage.prompt_tokens
-
-            return one
-
-        return await self._through_client(shape, make_one)
+        return await self._through_client(shape, lambda client: client.rerank)
 
     async def llamaindex(self, shape: tuple[int, int, int]) -> Any:
         from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
         from rerank_plugins.llamaindex import VLLMRerank
 
-        def make_one(client: AsyncRerankClient) -> OneCall:
+        def make_rank(client: AsyncRerankClient) -> Callable[[str, list[str]], Awaitable[Any]]:
             reranker = VLLMRerank(client=client)
+            return lambda q, d: reranker.apostprocess_nodes(
+                [NodeWithScore(node=TextNode(text=t)) for t in d], query_bundle=QueryBundle(q)
+            )
 
-            async def one(q: str, d: list[str]) -> int | None:
-                nodes = [NodeWithScore(node=TextNode(text=t)) for t in d]
-                out = await reranker.apostprocess_nodes(nodes, query_bundle=QueryBundle(q))
-                assert len(out) == len(d)
-                return None
-
-            return one
-
-        return await self._through_client(shape, make_one)
+        return await self._through_client(shape, make_rank)
 
     async def langchain(self, shape: tuple[int, int, int]) -> Any:
         from langchain_core.documents import Document
 
         from rerank_plugins.langchain import VLLMRerank
 
-        def make_one(client: AsyncRerankClient) -> OneCall:
+        def make_rank(client: AsyncRerankClient) -> Callable[[str, list[str]], Awaitable[Any]]:
             reranker = VLLMRerank(client=client)
+            return lambda q, d: reranker.acompress_documents(
+                [Document(page_content=t) for t in d], q
+            )
 
-            async def one(q: str, d: list[str]) -> int | None:
-                out = await reranker.acompress_documents([Document(page_content=t) for t in d], q)
-                assert len(out) == len(d)
-                return None
-
-            return one
-
-        return await self._through_client(shape, make_one)
+        return await self._through_client(shape, make_rank)
 
     def sequential_requests(self, calls: int) -> Any:
         """The seed article: ``requests.post`` in a loop, 5 documents a call."""
