@@ -14,12 +14,12 @@ import copy
 import email.utils
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, FaultProxy, Ledger, ledger_for
+from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, FaultProxy, Ledger
 
 from rerank_plugins import (
     AsyncRerankClient,
@@ -45,27 +45,6 @@ MODES = ("sync", "async")
 
 
 # --- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session", autouse=True)
-def ledger(pytestconfig: pytest.Config) -> Ledger:
-    return ledger_for(pytestconfig)
-
-
-@pytest.fixture(scope="module")
-def proxy_server(minilm_server: Any) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(minilm_server.base_url).start()
-    yield proxy
-    proxy.stop()
-    assert not proxy.running, "the proxy thread did not stop"
-
-
-@pytest.fixture
-def proxy(proxy_server: FaultProxy) -> Iterator[FaultProxy]:
-    proxy_server.clear()
-    proxy_server.reset_stats()
-    yield proxy_server
-    proxy_server.clear()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.documents import Document
 from llama_index.core.schema import NodeWithScore, TextNode
-from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, Ledger, ledger_for
+from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, Ledger
 
 from rerank_plugins import (
     AsyncRerankClient,
@@ -36,11 +36,6 @@ from rerank_plugins.llamaindex import VLLMRerank as LlamaIndexRerank
 
 BASE = "http://rerank.test"
 CLASS = "property_inputs"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def ledger(pytestconfig: pytest.Config) -> Ledger:
-    return ledger_for(pytestconfig)
 
 
 # --- a canned valid server ---------------------------------------------------------------------

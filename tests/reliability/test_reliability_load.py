@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.fault_proxy import RERANK_PATHS, FaultProxy, Ledger, fd_count, ledger_for, wait_until
+from support.fault_proxy import RERANK_PATHS, FaultProxy, fd_count, wait_until
 
 from rerank_plugins import AsyncRerankClient, RerankClient
 
@@ -29,19 +29,6 @@ DOCS = [
 MAX_CONCURRENCY = 4
 # The client's pool bound (max_connections, across all callers); max_concurrency is per call.
 LIMIT = 6
-
-
-@pytest.fixture(scope="session", autouse=True)
-def ledger(pytestconfig: pytest.Config) -> Ledger:
-    return ledger_for(pytestconfig)
-
-
-@pytest.fixture(scope="module")
-def proxy_server(minilm_server: Any) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(minilm_server.base_url).start()
-    yield proxy
-    proxy.stop()
-    assert not proxy.running
 
 
 @pytest.fixture
