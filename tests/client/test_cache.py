@@ -32,6 +32,8 @@ from prometheus_client import CollectorRegistry
 from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, FaultProxy
 from support.redis_server import RedisServer, free_port, session_redis
 from support.servers import REPO_ROOT
+from support.texts import SKILLET_DOCS as DOCS
+from support.texts import SKILLET_QUERY as QUERY
 
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankError
 from rerank_plugins._engine.cached import CACHE_PAUSE_SECONDS, pair_keys
@@ -39,17 +41,6 @@ from rerank_plugins.cache import InMemoryCache, RedisCache, pair_key, pair_prefi
 from rerank_plugins.telemetry import PrometheusMetrics
 from rerank_plugins.types import ServerInfo
 
-QUERY = "how do I keep a cast iron skillet from rusting"
-DOCS = [
-    "Dry a cast iron skillet right after washing and rub it with a thin film of oil.",
-    "Seasoning is a layer of polymerised oil that protects cast iron from rust.",
-    "Stainless steel pans are dishwasher safe and need no seasoning.",
-    "The Eiffel Tower was built for the 1889 World's Fair in Paris.",
-    "Soaking cast iron in water overnight invites rust; scrub it and dry it on the stove.",
-    "Bananas are rich in potassium and make a quick breakfast.",
-    "A rusty skillet can be saved: scour the rust, wash, dry and season it again.",
-    "Python decorators wrap a function to change what it does.",
-]
 NEW_DOCS = [
     "Store cast iron in a dry cupboard with a paper towel inside to soak up moisture.",
     "Tomato sauce simmered for hours can strip a young seasoning layer.",

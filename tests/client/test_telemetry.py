@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from support.fault_proxy import RERANK_PATHS, FaultProxy
+from support.texts import SKILLET_DOCS as DOCS
+from support.texts import SKILLET_QUERY as QUERY
 
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankStatusError
 from rerank_plugins.cache import InMemoryCache
@@ -25,18 +27,7 @@ from rerank_plugins.telemetry import OpenTelemetryTracing, PrometheusMetrics
 
 MODEL = "all-MiniLM-L6-v2"
 ROUTE = "/v2/rerank"
-QUERY = "how do I keep a cast iron skillet from rusting"
 OTHER_QUERY = "what makes a skillet non-stick"
-DOCS = [
-    "Dry a cast iron skillet right after washing and rub it with a thin film of oil.",
-    "Seasoning is a layer of polymerised oil that protects cast iron from rust.",
-    "Stainless steel pans are dishwasher safe and need no seasoning.",
-    "The Eiffel Tower was built for the 1889 World's Fair in Paris.",
-    "Soaking cast iron in water overnight invites rust; scrub it and dry it on the stove.",
-    "Bananas are rich in potassium and make a quick breakfast.",
-    "A rusty skillet can be saved: scour the rust, wash, dry and season it again.",
-    "Python decorators wrap a function to change what it does.",
-]
 LABEL_NAMES = {"model", "route", "outcome", "status_class", "error_type", "reason", "le"}
 
 
