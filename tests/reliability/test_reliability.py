@@ -371,19 +371,29 @@ def test_deadline_bounds_retry_sleeps(proxy, minilm_server, ledger, mode):
 # --- malformed 200 bodies ----------------------------------------------------------------------
 
 
-def _results(change: Callable[[list[dict[str, Any]]], Any]) -> Callable[[Any], Any]:
+def _under(field: str, change: Callable[[list[dict[str, Any]]], Any]) -> Callable[[Any], Any]:
+    """A body rewrite: ``change`` applied to a copy of the body's list at ``field``."""
+
     def replace(body: Any) -> Any:
         body = copy.deepcopy(body)
-        body["results"] = change(body["results"])
+        body[field] = change(body[field])
         return body
 
     return replace
 
 
+def _results(change: Callable[[list[dict[str, Any]]], Any]) -> Callable[[Any], Any]:
+    return _under("results", change)
+
+
+def _data(change: Callable[[list[dict[str, Any]]], Any]) -> Callable[[Any], Any]:
+    return _under("data", change)
+
+
 def _first(key: str, value: Any) -> Callable[[list[dict[str, Any]]], Any]:
-    def change(results: list[dict[str, Any]]) -> Any:
-        results[0][key] = value
-        return results
+    def change(entries: list[dict[str, Any]]) -> Any:
+        entries[0][key] = value
+        return entries
 
     return change
 
@@ -465,47 +475,23 @@ RERANK_BODIES: dict[str, Any] = {
 }
 
 
-def _data(change: Callable[[list[dict[str, Any]]], Any]) -> Callable[[Any], Any]:
-    def replace(body: Any) -> Any:
-        body = copy.deepcopy(body)
-        body["data"] = change(body["data"])
-        return body
-
-    return replace
-
-
-def _data_first(key: str, value: Any) -> Callable[[list[dict[str, Any]]], Any]:
-    def change(data: list[dict[str, Any]]) -> Any:
-        data[0][key] = value
-        return data
-
-    return change
-
-
-def _data_dup(data: list[dict[str, Any]]) -> Any:
-    if len(data) < 2:
-        return [*data, dict(data[0])]
-    data[1]["index"] = data[0]["index"]
-    return data
-
-
 SCORE_BODIES: dict[str, Any] = {
     **COMMON_BODIES,
     "data-missing": _without("data"),
     "data-not-list": _with("data", {"0": 1}),
     "entry-not-object": _data(lambda d: [5, *d[1:]]),
-    "nan-score": _data(_data_first("score", float("nan"))),
-    "inf-score": _data(_data_first("score", float("inf"))),
-    "minus-inf-score": _data(_data_first("score", float("-inf"))),
-    "string-score": _data(_data_first("score", "0.5")),
-    "bool-score": _data(_data_first("score", True)),
-    "null-score": _data(_data_first("score", None)),
+    "nan-score": _data(_first("score", float("nan"))),
+    "inf-score": _data(_first("score", float("inf"))),
+    "minus-inf-score": _data(_first("score", float("-inf"))),
+    "string-score": _data(_first("score", "0.5")),
+    "bool-score": _data(_first("score", True)),
+    "null-score": _data(_first("score", None)),
     "missing-score": _data(lambda d: [{"index": d[0]["index"]}, *d[1:]]),
-    "float-index": _data(_data_first("index", 0.0)),
-    "string-index": _data(_data_first("index", "0")),
-    "negative-index": _data(_data_first("index", -1)),
-    "out-of-range-index": _data(_data_first("index", len(DOCS))),
-    "duplicate-index": _data(_data_dup),
+    "float-index": _data(_first("index", 0.0)),
+    "string-index": _data(_first("index", "0")),
+    "negative-index": _data(_first("index", -1)),
+    "out-of-range-index": _data(_first("index", len(DOCS))),
+    "duplicate-index": _data(_dup_index),
     "fewer-entries": _data(lambda d: d[:-1]),
     "more-entries": _data(lambda d: [*d, {**d[0], "index": len(d)}]),
 }
