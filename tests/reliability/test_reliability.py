@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from support.checks import assert_ranking
 from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, FaultProxy, Ledger
 
 from rerank_plugins import (
@@ -127,16 +128,6 @@ def observe(
             f"(ended with {type(error).__name__ if error else 'a result'})"
         )
     return Outcome(value, error, elapsed)
-
-
-def assert_ranking(result: Any, documents: list[str], top_n: int | None = None) -> None:
-    n = len(documents) if top_n is None else min(top_n, len(documents))
-    assert len(result.items) == n
-    assert len(set(result.indices)) == n
-    assert all(0 <= i < len(documents) for i in result.indices)
-    assert all(item.document == documents[item.index] for item in result.items)
-    assert all(type(s) is float and math.isfinite(s) for s in result.scores)
-    assert result.scores == sorted(result.scores, reverse=True)
 
 
 def assert_scores(result: Any, documents: list[str]) -> None:
@@ -446,18 +437,23 @@ COMMON_BODIES: dict[str, Any] = {
     "garbage-usage-nan": _with("usage", {"prompt_tokens": float("nan"), "total_tokens": 1}),
 }
 
+# Scores no answer may carry, in both bodies: "<name>-score" cases.
+BAD_SCORES: dict[str, Any] = {
+    "nan": float("nan"),
+    "inf": float("inf"),
+    "minus-inf": float("-inf"),
+    "string": "0.5",
+    "bool": True,
+    "null": None,
+}
+
 RERANK_BODIES: dict[str, Any] = {
     **COMMON_BODIES,
     "results-missing": _without("results"),
     "results-not-list": _with("results", {"0": 1}),
     "results-null": _with("results", None),
     "result-not-object": _results(lambda r: [5, *r[1:]]),
-    "nan-score": _results(_first("relevance_score", float("nan"))),
-    "inf-score": _results(_first("relevance_score", float("inf"))),
-    "minus-inf-score": _results(_first("relevance_score", float("-inf"))),
-    "string-score": _results(_first("relevance_score", "0.5")),
-    "bool-score": _results(_first("relevance_score", True)),
-    "null-score": _results(_first("relevance_score", None)),
+    **{f"{bad}-score": _results(_first("relevance_score", v)) for bad, v in BAD_SCORES.items()},
     "list-score": _results(_first("relevance_score", [0.5])),
     "missing-score": _results(_drop_first("relevance_score")),
     "missing-index": _results(_drop_first("index")),
@@ -480,12 +476,7 @@ SCORE_BODIES: dict[str, Any] = {
     "data-missing": _without("data"),
     "data-not-list": _with("data", {"0": 1}),
     "entry-not-object": _data(lambda d: [5, *d[1:]]),
-    "nan-score": _data(_first("score", float("nan"))),
-    "inf-score": _data(_first("score", float("inf"))),
-    "minus-inf-score": _data(_first("score", float("-inf"))),
-    "string-score": _data(_first("score", "0.5")),
-    "bool-score": _data(_first("score", True)),
-    "null-score": _data(_first("score", None)),
+    **{f"{bad}-score": _data(_first("score", v)) for bad, v in BAD_SCORES.items()},
     "missing-score": _data(lambda d: [{"index": d[0]["index"]}, *d[1:]]),
     "float-index": _data(_first("index", 0.0)),
     "string-index": _data(_first("index", "0")),
@@ -497,32 +488,33 @@ SCORE_BODIES: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("body", list(RERANK_BODIES))
-def test_malformed_rerank_body_is_a_response_error(proxy, minilm_server, ledger, mode, body):
-    proxy.replace_body(RERANK_BODIES[body], RERANK_PATHS)
+def _expect_malformed_body(proxy, minilm_server, ledger, mode, route, body, paths):
+    """The proxy swaps each answer's body; the call is a RerankResponseError, docs untouched."""
+    proxy.replace_body(body, paths)
     docs = list(DOCS)
     kwargs = base_kwargs(minilm_server, deadline=10, max_retries=1, retry_backoff=0.01)
     out = observe(
-        ledger, "malformed_body", lambda: run_call(mode, proxy.url, "rerank", docs, kwargs), 10
+        ledger, "malformed_body", lambda: run_call(mode, proxy.url, route, docs, kwargs), 10
     )
     expect_error(out, RerankResponseError)
     assert proxy.stats.faults["body"] >= 1
     assert docs == DOCS
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("body", list(RERANK_BODIES))
+def test_malformed_rerank_body_is_a_response_error(proxy, minilm_server, ledger, mode, body):
+    _expect_malformed_body(
+        proxy, minilm_server, ledger, mode, "rerank", RERANK_BODIES[body], RERANK_PATHS
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("body", list(SCORE_BODIES))
 def test_malformed_score_body_is_a_response_error(proxy, minilm_server, ledger, mode, body):
-    proxy.replace_body(SCORE_BODIES[body], SCORE_PATHS)
-    docs = list(DOCS)
-    kwargs = base_kwargs(minilm_server, deadline=10, max_retries=1, retry_backoff=0.01)
-    out = observe(
-        ledger, "malformed_body", lambda: run_call(mode, proxy.url, "score", docs, kwargs), 10
+    _expect_malformed_body(
+        proxy, minilm_server, ledger, mode, "score", SCORE_BODIES[body], SCORE_PATHS
     )
-    expect_error(out, RerankResponseError)
-    assert proxy.stats.faults["body"] >= 1
-    assert docs == DOCS
 
 
 @pytest.mark.parametrize("mode", MODES)
