@@ -29,6 +29,12 @@ DOCS = [
 MAX_CONCURRENCY = 4
 # The client's pool bound (max_connections, across all callers); max_concurrency is per call.
 LIMIT = 6
+# The settings of the clients the load tests share among callers.
+POOLED: dict[str, Any] = {
+    "max_concurrency": MAX_CONCURRENCY,
+    "max_connections": LIMIT,
+    "deadline": 60,
+}
 
 
 @pytest.fixture
@@ -50,13 +56,7 @@ def test_64_async_callers_share_one_client(proxy, minilm_server, ledger):
     docs = list(DOCS)
 
     async def main() -> list[Any]:
-        client = AsyncRerankClient(
-            proxy.url,
-            minilm_server.model_name,
-            max_concurrency=MAX_CONCURRENCY,
-            max_connections=LIMIT,
-            deadline=60,
-        )
+        client = AsyncRerankClient(proxy.url, minilm_server.model_name, **POOLED)
         try:
             return await asyncio.gather(
                 *(client.rerank(QUERY, docs) for _ in range(64)), return_exceptions=True
@@ -95,13 +95,7 @@ def test_many_batches_of_one_call_respect_the_limit(proxy, minilm_server, ledger
 
 def test_16_threads_first_use_share_one_pool(proxy, minilm_server, ledger):
     baseline = fd_count()
-    client = RerankClient(
-        proxy.url,
-        minilm_server.model_name,
-        max_concurrency=MAX_CONCURRENCY,
-        max_connections=LIMIT,
-        deadline=60,
-    )
+    client = RerankClient(proxy.url, minilm_server.model_name, **POOLED)
     barrier = threading.Barrier(16)
     results: list[Any] = [None] * 16
 

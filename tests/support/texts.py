@@ -3,6 +3,7 @@
 QUERY and DOCS: a query and three documents whose ranking every reranker here agrees on: [1, 2, 0].
 SKILLET_*: the cache and telemetry tests' query and eight documents (relevant and not, mixed).
 ADAPTER_*: the LangChain and LlamaIndex tests' query, four texts and the one that answers it.
+PAIRS_*: the serve tests' query and four documents (one Chinese) scored against the references.
 """
 
 QUERY = "how do I read a JSON file in Python"
@@ -32,3 +33,11 @@ ADAPTER_TEXTS = [
     "Python's csv module reads comma-separated files row by row.",
 ]
 ADAPTER_JSON_DOC = 2  # the index of the text that answers ADAPTER_QUERY
+
+PAIRS_QUERY = "how do I read a JSON file in Python"
+PAIRS_DOCS = [
+    "Use json.load to read a JSON file into a dict.",
+    "The csv module parses comma separated files.",
+    "Boil the pasta for ten minutes.",
+    "上海是中国的一个城市。",
+]
