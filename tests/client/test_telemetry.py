@@ -171,6 +171,15 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.shutdown()
 
 
+@pytest.fixture
+def traced(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> tuple[OpenTelemetryTracing, InMemorySpanExporter]:
+    """The client's tracing hook on the test's provider, and the exporter its spans reach."""
+    provider, exporter = spans
+    return OpenTelemetryTracing(tracer_provider=provider), exporter
+
+
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [s for s in exporter.get_finished_spans() if s.name == name]
 
@@ -262,10 +271,9 @@ async def test_spans_of_an_async_call_nest_under_the_callers_span(
 
 
 def test_a_failing_call_has_an_error_span(
-    minilm_server: Any, spans: tuple[TracerProvider, InMemorySpanExporter]
+    minilm_server: Any, traced: tuple[OpenTelemetryTracing, InMemorySpanExporter]
 ) -> None:
-    provider, exporter = spans
-    tracing = OpenTelemetryTracing(tracer_provider=provider)
+    tracing, exporter = traced
     with (
         RerankClient(minilm_server.base_url, model="no-such-model", tracing=tracing) as client,
         pytest.raises(RerankStatusError),
@@ -280,10 +288,9 @@ def test_a_failing_call_has_an_error_span(
 
 
 def test_a_retried_call_counts_its_retries_on_the_span(
-    minilm_server: Any, spans: tuple[TracerProvider, InMemorySpanExporter]
+    minilm_server: Any, traced: tuple[OpenTelemetryTracing, InMemorySpanExporter]
 ) -> None:
-    provider, exporter = spans
-    tracing = OpenTelemetryTracing(tracer_provider=provider)
+    tracing, exporter = traced
     with (
         FaultProxy(minilm_server.base_url).start() as proxy,
         RerankClient(proxy.url, model=MODEL, tracing=tracing, retry_backoff=0.01) as client,
