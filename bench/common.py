@@ -66,7 +66,7 @@ _SYLLABLES = [
     "jo", "be", "cy", "wu", "xi", "an", "el", "in", "or", "um", "ta", "ri", "no", "se", "la",
 ]  # fmt: skip
 
-_ENGLISH = [
+ENGLISH = [
     "python",
     "json",
     "file",
@@ -136,7 +136,7 @@ class TextMaker:
                 "".join(self.rng.choice(_SYLLABLES) for _ in range(self.rng.randint(2, 4)))
                 for _ in range(3000)
             }
-            self.words = _ENGLISH + sorted(made)
+            self.words = ENGLISH + sorted(made)
         self.counter = 0
 
     def text(self, n_words: int) -> str:

@@ -141,24 +141,28 @@ def visible_devices(devices: str | None) -> Iterator[None]:
             os.environ["CUDA_VISIBLE_DEVICES"] = before
 
 
+class PinnedServer(VLLMServer):
+    """A replica spawned with only the GPUs ``devices`` visible."""
+
+    def __init__(self, cfg: ServeConfig, devices: str) -> None:
+        super().__init__(cfg)
+        self.devices = devices
+
+    def start(self) -> PinnedServer:
+        with visible_devices(self.devices):
+            return super().start()
+
+
 class PinnedCluster(ServerCluster):
     """ServerCluster whose replica i is spawned with only GPU i visible (``pin=True``)."""
 
     def __init__(self, serve: ServeConfig, replicas: int, router: RouterConfig, pin: bool):
         super().__init__(serve, replicas, router)
         self.pin = pin
-
-    def start(self) -> PinnedCluster:
-        try:
-            for i, server in enumerate(self.replicas):
-                with visible_devices(str(i) if self.pin else None):
-                    server.start()
-            workers = [server.base_url for server in self.replicas]
-            self.router = RouterProcess(self.router_config, workers).start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        if pin:
+            self.replicas = [
+                PinnedServer(server.config, str(i)) for i, server in enumerate(self.replicas)
+            ]
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ import profiles
 from common import TextMaker, load, percentile, summary
 from profiles import Profile
 
-from rerank_plugins import AsyncRerankClient, RerankClient
+from rerank_plugins import AsyncRerankClient, RerankClient, RerankResult
 
 try:  # the seed article's pattern; plain httpx.post stands in where requests is not installed
     import requests
@@ -132,58 +132,61 @@ class Bench:
             await one(self.query(), self.docs(2))  # connect
             return await self._concurrent(shape, one)
 
-    async def ours(self, shape: tuple[int, int, int]) -> Any:
+    async def _through_client(
+        self,
+        shape: tuple[int, int, int],
+        make_rank: Callable[[AsyncRerankClient], Callable[[str, list[str]], Awaitable[Any]]],
+    ) -> Any:
+        """Time ``make_rank(client)(query, documents)`` over one warmed-up AsyncRerankClient.
+
+        Every answer must hold every document; the client's own RerankResult also gives the
+        prompt tokens (the adapters' answers do not carry them).
+        """
         client = AsyncRerankClient(self.base_url, model=self.model, api_key=self.api_key)
+        rank = make_rank(client)
         try:
             await client.rerank(self.query(), self.docs(2))  # learn the server, connect
 
             async def one(q: str, d: list[str]) -> int | None:
-                result = await client.rerank(q, d)
-                assert len(result.items) == len(d)
-                return result.usage.prompt_tokens
+                out = await rank(q, d)
+                if isinstance(out, RerankResult):
+                    assert len(out.items) == len(d)
+                    return out.usage.prompt_tokens
+                assert len(out) == len(d)
+                return None
 
             return await self._concurrent(shape, one)
         finally:
             await client.aclose()
+
+    async def ours(self, shape: tuple[int, int, int]) -> Any:
+        return await self._through_client(shape, lambda client: client.rerank)
 
     async def llamaindex(self, shape: tuple[int, int, int]) -> Any:
         from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
         from rerank_plugins.llamaindex import VLLMRerank
 
-        client = AsyncRerankClient(self.base_url, model=self.model, api_key=self.api_key)
-        reranker = VLLMRerank(client=client)
-        try:
-            await client.rerank(self.query(), self.docs(2))
+        def make_rank(client: AsyncRerankClient) -> Callable[[str, list[str]], Awaitable[Any]]:
+            reranker = VLLMRerank(client=client)
+            return lambda q, d: reranker.apostprocess_nodes(
+                [NodeWithScore(node=TextNode(text=t)) for t in d], query_bundle=QueryBundle(q)
+            )
 
-            async def one(q: str, d: list[str]) -> int | None:
-                nodes = [NodeWithScore(node=TextNode(text=t)) for t in d]
-                out = await reranker.apostprocess_nodes(nodes, query_bundle=QueryBundle(q))
-                assert len(out) == len(d)
-                return None
-
-            return await self._concurrent(shape, one)
-        finally:
-            await client.aclose()
+        return await self._through_client(shape, make_rank)
 
     async def langchain(self, shape: tuple[int, int, int]) -> Any:
         from langchain_core.documents import Document
 
         from rerank_plugins.langchain import VLLMRerank
 
-        client = AsyncRerankClient(self.base_url, model=self.model, api_key=self.api_key)
-        reranker = VLLMRerank(client=client)
-        try:
-            await client.rerank(self.query(), self.docs(2))
+        def make_rank(client: AsyncRerankClient) -> Callable[[str, list[str]], Awaitable[Any]]:
+            reranker = VLLMRerank(client=client)
+            return lambda q, d: reranker.acompress_documents(
+                [Document(page_content=t) for t in d], q
+            )
 
-            async def one(q: str, d: list[str]) -> int | None:
-                out = await reranker.acompress_documents([Document(page_content=t) for t in d], q)
-                assert len(out) == len(d)
-                return None
-
-            return await self._concurrent(shape, one)
-        finally:
-            await client.aclose()
+        return await self._through_client(shape, make_rank)
 
     def sequential_requests(self, calls: int) -> Any:
         """The seed article: ``requests.post`` in a loop, 5 documents a call."""

@@ -155,6 +155,21 @@ class DemoBlocks(gr.Blocks):
         return super().launch(*args, **kwargs)
 
 
+def _results_table(
+    columns: list[str], label: str, widths: list[str], elem_id: str, **more: Any
+) -> gr.Dataframe:
+    """An empty read-only results table (search and list tabs), filled by the handlers."""
+    return gr.Dataframe(
+        value=pd.DataFrame(columns=columns),
+        label=label,
+        interactive=False,
+        wrap=True,
+        column_widths=widths,
+        elem_id=elem_id,
+        **more,
+    )
+
+
 def build_demo(
     client: AsyncRerankClient,
     backend: Backend,
@@ -312,14 +327,12 @@ def build_demo(
                 status = gr.Markdown(elem_id="rr-status")
                 judged = gr.Markdown(elem_id="rr-judged")
                 timings = gr.Markdown(elem_id="rr-timings")
-                table = gr.Dataframe(
-                    value=pd.DataFrame(columns=table_columns(first)),
-                    label=ui("table"),
-                    interactive=False,
-                    wrap=True,
+                table = _results_table(
+                    table_columns(first),
+                    ui("table"),
+                    ["6%", "9%", "8%", "8%", "8%", "7%", "54%"],
+                    "rr-table",
                     max_height=760,
-                    column_widths=["6%", "9%", "8%", "8%", "8%", "7%", "54%"],
-                    elem_id="rr-table",
                 )
                 chart = gr.Plot(show_label=False, elem_id="rr-chart")
                 docs_view = gr.HTML(
@@ -360,13 +373,11 @@ def build_demo(
                     list_go = gr.Button(ui("list_go"), variant="primary", elem_id="rr-list-go")
                 with gr.Column(scale=3):
                     list_status = gr.Markdown(elem_id="rr-list-status")
-                    list_out = gr.Dataframe(
-                        value=pd.DataFrame(columns=list_columns(first)),
-                        label=ui("list_table"),
-                        interactive=False,
-                        wrap=True,
-                        column_widths=["8%", "12%", "9%", "71%"],
-                        elem_id="rr-list-table",
+                    list_out = _results_table(
+                        list_columns(first),
+                        ui("list_table"),
+                        ["8%", "12%", "9%", "71%"],
+                        "rr-list-table",
                     )
 
         with gr.Tab(ui("tab_metrics"), id="metrics"):

@@ -12,6 +12,9 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
+from support.texts import ADAPTER_JSON_DOC as JSON_DOC
+from support.texts import ADAPTER_QUERY as QUERY
+from support.texts import ADAPTER_TEXTS as TEXTS
 
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankConnectionError
 from rerank_plugins.langchain import VLLMRerank
@@ -44,16 +47,6 @@ class BM25Retriever(BaseRetriever):
         found = [hit.index for hit in self.index.search(query, self.k)]
         rest = [i for i in range(len(self.docs)) if i not in set(found)]
         return [self.docs[i] for i in (found + rest)[: self.k]]
-
-
-QUERY = "how do I read a JSON file in Python"
-TEXTS = [
-    "Cooking pasta: boil salted water and cook the noodles for ten minutes.",
-    "In Java, the Jackson library maps JSON files to objects.",
-    "To read a JSON file in Python, open it and call json.load on the file object.",
-    "Python's csv module reads comma-separated files row by row.",
-]
-JSON_DOC = 2
 
 
 class Events(BaseCallbackHandler):

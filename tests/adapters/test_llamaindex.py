@@ -21,19 +21,13 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 from pydantic import Field
+from support.texts import ADAPTER_JSON_DOC as JSON_DOC
+from support.texts import ADAPTER_QUERY as QUERY
+from support.texts import ADAPTER_TEXTS as TEXTS
 
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankConnectionError
 from rerank_plugins.llamaindex import VLLMRerank
 from rerank_plugins.serve import free_port
-
-QUERY = "how do I read a JSON file in Python"
-TEXTS = [
-    "Cooking pasta: boil salted water and cook the noodles for ten minutes.",
-    "In Java, the Jackson library maps JSON files to objects.",
-    "To read a JSON file in Python, open it and call json.load on the file object.",
-    "Python's csv module reads comma-separated files row by row.",
-]
-JSON_DOC = 2
 
 
 class Recorder(BaseEventHandler):

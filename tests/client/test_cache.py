@@ -32,6 +32,8 @@ from prometheus_client import CollectorRegistry
 from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, FaultProxy
 from support.redis_server import RedisServer, free_port, session_redis
 from support.servers import REPO_ROOT
+from support.texts import SKILLET_DOCS as DOCS
+from support.texts import SKILLET_QUERY as QUERY
 
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankError
 from rerank_plugins._engine.cached import CACHE_PAUSE_SECONDS, pair_keys
@@ -39,17 +41,6 @@ from rerank_plugins.cache import InMemoryCache, RedisCache, pair_key, pair_prefi
 from rerank_plugins.telemetry import PrometheusMetrics
 from rerank_plugins.types import ServerInfo
 
-QUERY = "how do I keep a cast iron skillet from rusting"
-DOCS = [
-    "Dry a cast iron skillet right after washing and rub it with a thin film of oil.",
-    "Seasoning is a layer of polymerised oil that protects cast iron from rust.",
-    "Stainless steel pans are dishwasher safe and need no seasoning.",
-    "The Eiffel Tower was built for the 1889 World's Fair in Paris.",
-    "Soaking cast iron in water overnight invites rust; scrub it and dry it on the stove.",
-    "Bananas are rich in potassium and make a quick breakfast.",
-    "A rusty skillet can be saved: scour the rust, wash, dry and season it again.",
-    "Python decorators wrap a function to change what it does.",
-]
 NEW_DOCS = [
     "Store cast iron in a dry cupboard with a paper towel inside to soak up moisture.",
     "Tomato sauce simmered for hours can strip a young seasoning layer.",
@@ -117,6 +108,18 @@ def make_cache(kind: str, redis_server: RedisServer | None, namespace: str, **kw
     return RedisCache(redis_server.url, namespace=namespace, **kw)
 
 
+def fresh_cache(kind: str, request: pytest.FixtureRequest, namespace: str | None = None) -> Any:
+    """A ``kind`` cache ("memory", or "redis" on the session's redis-server), own namespace."""
+    server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    return make_cache(kind, server, namespace or f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def any_cache(request: pytest.FixtureRequest) -> Any:
+    """Each cache kind, fresh: an InMemoryCache, a RedisCache on the session's redis-server."""
+    return fresh_cache(request.param, request)
+
+
 def ranking(result: Any) -> list[tuple[int, float]]:
     return [(item.index, item.score) for item in result]
 
@@ -128,14 +131,11 @@ def keys_in(db: redis.Redis, namespace: str) -> list[str]:
 # --- equal answers, fewer requests -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
 def test_cached_rerank_equals_uncached_for_every_top_n(
-    kind: str, minilm_server: Any, plain: RerankClient, request: pytest.FixtureRequest
+    any_cache: Any, minilm_server: Any, plain: RerankClient
 ) -> None:
-    server = request.getfixturevalue("redis_server") if kind == "redis" else None
     transport = CountingTransport()
-    cache = make_cache(kind, server, f"test-{uuid.uuid4().hex[:12]}")
-    with RerankClient(minilm_server.base_url, cache=cache, transport=transport) as client:
+    with RerankClient(minilm_server.base_url, cache=any_cache, transport=transport) as client:
         first = client.rerank(QUERY, DOCS, top_n=2)
         assert len(transport.posts()) == 1
         # The miss request asks for every score (top_n 0), so any later top_n is a hit.
@@ -149,29 +149,23 @@ def test_cached_rerank_equals_uncached_for_every_top_n(
         assert len(transport.posts()) == 1, "a larger top_n was sent to the server"
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
 def test_cached_score_equals_uncached(
-    kind: str, minilm_server: Any, plain: RerankClient, request: pytest.FixtureRequest
+    any_cache: Any, minilm_server: Any, plain: RerankClient
 ) -> None:
-    server = request.getfixturevalue("redis_server") if kind == "redis" else None
     transport = CountingTransport()
-    cache = make_cache(kind, server, f"test-{uuid.uuid4().hex[:12]}")
     expected = plain.score(QUERY, DOCS).scores
-    with RerankClient(minilm_server.base_url, cache=cache, transport=transport) as client:
+    with RerankClient(minilm_server.base_url, cache=any_cache, transport=transport) as client:
         assert client.score(QUERY, DOCS).scores == expected
         assert client.score(QUERY, DOCS).scores == expected
         assert len(transport.posts(SCORE)) == 1
         assert transport.documents(SCORE) == DOCS
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
 async def test_only_misses_are_sent(
-    kind: str, minilm_server: Any, plain: RerankClient, request: pytest.FixtureRequest
+    any_cache: Any, minilm_server: Any, plain: RerankClient
 ) -> None:
-    server = request.getfixturevalue("redis_server") if kind == "redis" else None
     transport = CountingTransport()
-    cache = make_cache(kind, server, f"test-{uuid.uuid4().hex[:12]}")
-    async with AsyncRerankClient(minilm_server.base_url, cache=cache, transport=transport) as c:
+    async with AsyncRerankClient(minilm_server.base_url, cache=any_cache, transport=transport) as c:
         await c.rerank(QUERY, DOCS[:5])
         assert transport.documents() == DOCS[:5]
         transport.clear()
@@ -543,8 +537,7 @@ def test_in_memory_cache_entries_expire() -> None:
 def test_a_failed_call_stores_nothing(
     kind: str, minilm_server: Any, request: pytest.FixtureRequest, namespace: str
 ) -> None:
-    server = request.getfixturevalue("redis_server") if kind == "redis" else None
-    cache = make_cache(kind, server, namespace)
+    cache = fresh_cache(kind, request, namespace)
     with (
         RerankClient(minilm_server.base_url, model="no-such-model", cache=cache) as client,
         pytest.raises(RerankError) as caught,

@@ -96,13 +96,13 @@ def test_minilm_scores_equal_the_reference_computation(minilm_server):
 INSTRUCTION = "Given a question about software, find the passage with working code"
 
 
-@pytest.mark.parametrize("instruction", [None, INSTRUCTION])
-async def test_client_mode_scores_equal_the_official_prompt(tiny_server, instruction):
-    client = AsyncRerankClient(tiny_server.base_url, model=tiny_server.model_name)
+async def _assert_official_prompt_scores(server, instruction, **client_options):
+    """The server's scores through the client equal the reference's with the official prompt."""
+    client = AsyncRerankClient(server.base_url, model=server.model_name, **client_options)
     result = await client.rerank(JSON_QUERY, JSON_DOCS, instruction=instruction)
     ref = run_reference(
         {
-            "model": str(tiny_server.model_path),
+            "model": str(server.model_path),
             "kind": "qwen3",
             "format": "official",
             "instruction": instruction,
@@ -110,6 +110,11 @@ async def test_client_mode_scores_equal_the_official_prompt(tiny_server, instruc
         }
     )["scores"]
     assert {i.index: i.score for i in result} == pytest.approx(dict(enumerate(ref)), abs=1e-4)
+
+
+@pytest.mark.parametrize("instruction", [None, INSTRUCTION])
+async def test_client_mode_scores_equal_the_official_prompt(tiny_server, instruction):
+    await _assert_official_prompt_scores(tiny_server, instruction)
 
 
 async def test_instruction_changes_the_score(tiny_server):
@@ -121,20 +126,9 @@ async def test_instruction_changes_the_score(tiny_server):
 
 async def test_server_mode_scores_equal_the_official_prompt(tiny_server_template):
     server = tiny_server_template
-    client = AsyncRerankClient(
-        server.base_url, model=server.model_name, api_key=server.api_key, prompt_mode="server"
+    await _assert_official_prompt_scores(
+        server, INSTRUCTION, api_key=server.api_key, prompt_mode="server"
     )
-    result = await client.rerank(JSON_QUERY, JSON_DOCS, instruction=INSTRUCTION)
-    ref = run_reference(
-        {
-            "model": str(server.model_path),
-            "kind": "qwen3",
-            "format": "official",
-            "instruction": INSTRUCTION,
-            "pairs": [[JSON_QUERY, d] for d in JSON_DOCS],
-        }
-    )["scores"]
-    assert {i.index: i.score for i in result} == pytest.approx(dict(enumerate(ref)), abs=1e-4)
 
 
 # --- long documents ------------------------------------------------------------------------

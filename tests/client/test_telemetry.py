@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from support.fault_proxy import RERANK_PATHS, FaultProxy
+from support.texts import SKILLET_DOCS as DOCS
+from support.texts import SKILLET_QUERY as QUERY
 
 from rerank_plugins import AsyncRerankClient, RerankClient, RerankStatusError
 from rerank_plugins.cache import InMemoryCache
@@ -25,18 +27,7 @@ from rerank_plugins.telemetry import OpenTelemetryTracing, PrometheusMetrics
 
 MODEL = "all-MiniLM-L6-v2"
 ROUTE = "/v2/rerank"
-QUERY = "how do I keep a cast iron skillet from rusting"
 OTHER_QUERY = "what makes a skillet non-stick"
-DOCS = [
-    "Dry a cast iron skillet right after washing and rub it with a thin film of oil.",
-    "Seasoning is a layer of polymerised oil that protects cast iron from rust.",
-    "Stainless steel pans are dishwasher safe and need no seasoning.",
-    "The Eiffel Tower was built for the 1889 World's Fair in Paris.",
-    "Soaking cast iron in water overnight invites rust; scrub it and dry it on the stove.",
-    "Bananas are rich in potassium and make a quick breakfast.",
-    "A rusty skillet can be saved: scour the rust, wash, dry and season it again.",
-    "Python decorators wrap a function to change what it does.",
-]
 LABEL_NAMES = {"model", "route", "outcome", "status_class", "error_type", "reason", "le"}
 
 
@@ -180,6 +171,15 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.shutdown()
 
 
+@pytest.fixture
+def traced(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> tuple[OpenTelemetryTracing, InMemorySpanExporter]:
+    """The client's tracing hook on the test's provider, and the exporter its spans reach."""
+    provider, exporter = spans
+    return OpenTelemetryTracing(tracer_provider=provider), exporter
+
+
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [s for s in exporter.get_finished_spans() if s.name == name]
 
@@ -271,10 +271,9 @@ async def test_spans_of_an_async_call_nest_under_the_callers_span(
 
 
 def test_a_failing_call_has_an_error_span(
-    minilm_server: Any, spans: tuple[TracerProvider, InMemorySpanExporter]
+    minilm_server: Any, traced: tuple[OpenTelemetryTracing, InMemorySpanExporter]
 ) -> None:
-    provider, exporter = spans
-    tracing = OpenTelemetryTracing(tracer_provider=provider)
+    tracing, exporter = traced
     with (
         RerankClient(minilm_server.base_url, model="no-such-model", tracing=tracing) as client,
         pytest.raises(RerankStatusError),
@@ -289,10 +288,9 @@ def test_a_failing_call_has_an_error_span(
 
 
 def test_a_retried_call_counts_its_retries_on_the_span(
-    minilm_server: Any, spans: tuple[TracerProvider, InMemorySpanExporter]
+    minilm_server: Any, traced: tuple[OpenTelemetryTracing, InMemorySpanExporter]
 ) -> None:
-    provider, exporter = spans
-    tracing = OpenTelemetryTracing(tracer_provider=provider)
+    tracing, exporter = traced
     with (
         FaultProxy(minilm_server.base_url).start() as proxy,
         RerankClient(proxy.url, model=MODEL, tracing=tracing, retry_backoff=0.01) as client,

@@ -222,13 +222,19 @@ def test_search_shows_ranked_table_chart_and_documents(page: Page, demo_url: str
     page.screenshot(path=str(ARTIFACTS / "demo_search.png"), full_page=True)
 
 
-def test_chinese_corpus_shows_bm25_order_and_says_why(page: Page, demo_url: str) -> None:
+def _chinese_example_status(page: Page, demo_url: str, not_reranked: str) -> str:
+    """Run the Chinese corpus's quantum example; once the status says ``not_reranked`` (in the
+    page's language), return the status text."""
     _open(page, demo_url)
     page.locator("#rr-examples-demo_zh").get_by_text("解释量子纠缠的基本原理").click()
     _wait_for_results(page)
     status = page.locator("#rr-status")
-    status.get_by_text("not reranked").wait_for()
-    text = status.inner_text()
+    status.get_by_text(not_reranked).wait_for()
+    return status.inner_text()
+
+
+def test_chinese_corpus_shows_bm25_order_and_says_why(page: Page, demo_url: str) -> None:
+    text = _chinese_example_status(page, demo_url, "not reranked")
     assert "中文" in text and "English only" in text and "Chinese" in text
     assert "CJK characters" in text and "Rerank anyway" in text
     rows = _table(page)
@@ -243,6 +249,7 @@ def test_chinese_corpus_shows_bm25_order_and_says_why(page: Page, demo_url: str)
     # Asked for explicitly, the model's order comes with a warning that it is no improvement.
     page.locator("#rr-rerank-anyway input[type=checkbox]").check()
     page.locator("#rr-go").click()
+    status = page.locator("#rr-status")
     status.get_by_text("Reranked anyway").wait_for()
     assert "not an improvement" in status.inner_text()
     page.wait_for_function(
@@ -421,12 +428,7 @@ def test_the_same_query_in_english_and_chinese(browser: Browser, demo_url: str) 
 def test_chinese_interface_explains_the_chinese_corpus_in_chinese(
     zh_page: Page, demo_url: str
 ) -> None:
-    _open(zh_page, demo_url)
-    zh_page.locator("#rr-examples-demo_zh").get_by_text("解释量子纠缠的基本原理").click()
-    _wait_for_results(zh_page)
-    status = zh_page.locator("#rr-status")
-    status.get_by_text("未重排序").wait_for()
-    text = status.inner_text()
+    text = _chinese_example_status(zh_page, demo_url, "未重排序")
     assert "只读得懂英文" in text and "CJK 字符占" in text and "中文示例" in text
     assert "仍然重排序" in text and "Showing BM25's order" not in text
     assert "已跳过" in zh_page.locator("#rr-timings").inner_text()

@@ -100,6 +100,14 @@ def _check_clean_outputs(nb: Any) -> None:
         assert at < 0, f"executed outputs show {forbidden!r}: ...{text[at - 150 : at + 150]}..."
 
 
+def _execute_clean(name: str, tmp_path: Path, urls: dict[str, str]) -> tuple[Any, str]:
+    """Run ``name`` (see _execute), check no output shows a secret or warning; return the
+    executed notebook and the text of all its outputs."""
+    nb = _execute(name, tmp_path, urls)
+    _check_clean_outputs(nb)
+    return nb, _all_text(nb)
+
+
 # -- the committed files ----------------------------------------------------------------------
 
 
@@ -131,9 +139,7 @@ def test_notebook_uses_top_level_await_never_asyncio_run(name):
 
 
 def test_quickstart_runs(tmp_path, server_urls):
-    nb = _execute(EXPECTED[0], tmp_path, server_urls)
-    text = _all_text(nb)
-    _check_clean_outputs(nb)
+    nb, text = _execute_clean(EXPECTED[0], tmp_path, server_urls)
     # The relevance story on MiniLM's real scores: the JSON document ranks first.
     first = re.search(r"^1\. .*$", text, flags=re.M)
     assert first is not None and "json.load(f)" in first.group(), first
@@ -157,24 +163,24 @@ def test_quickstart_runs(tmp_path, server_urls):
 
 
 def test_llamaindex_runs(tmp_path, server_urls):
-    nb = _execute(EXPECTED[1], tmp_path, server_urls)
-    text = _all_text(nb)
-    _check_clean_outputs(nb)
-    # MiniLM puts the json.load node first; the index's own node keeps its metadata.
-    assert "reranked first: json-load" in text
-    assert "index's node untouched: {'source': 'python-docs'}" in text
-    assert "'retrieval_score'" in text and "'rerank_rank': 1" in text
-    # One start/end pair per query, on the sync and the async engine.
-    assert "sync: ReRankStartEvent: 1, ReRankEndEvent: 1" in text
-    assert "async: ReRankStartEvent: 1, ReRankEndEvent: 1" in text
-    assert "best for 'cooking pasta': pasta" in text
+    nb, text = _execute_clean(EXPECTED[1], tmp_path, server_urls)
+    for shown in (
+        # MiniLM puts the json.load node first; the index's own node keeps its metadata.
+        "reranked first: json-load",
+        "index's node untouched: {'source': 'python-docs'}",
+        "'retrieval_score'",
+        "'rerank_rank': 1",
+        # One start/end pair per query, on the sync and the async engine.
+        "sync: ReRankStartEvent: 1, ReRankEndEvent: 1",
+        "async: ReRankStartEvent: 1, ReRankEndEvent: 1",
+        "best for 'cooking pasta': pasta",
+    ):
+        assert shown in text
     assert _images(nb) >= 1
 
 
 def test_langchain_runs(tmp_path, server_urls):
-    nb = _execute(EXPECTED[2], tmp_path, server_urls)
-    text = _all_text(nb)
-    _check_clean_outputs(nb)
+    nb, text = _execute_clean(EXPECTED[2], tmp_path, server_urls)
     # BM25 (the package's own, behind langchain-core's BaseRetriever) ranks pickle first; the
     # reranker puts json.load first.
     assert re.search(r"^1\. pickle ", text, flags=re.M)
@@ -188,9 +194,7 @@ def test_langchain_runs(tmp_path, server_urls):
 
 
 def test_does_reranking_help_runs(tmp_path, server_urls):
-    nb = _execute(EXPECTED[3], tmp_path, server_urls)
-    text = _all_text(nb)
-    _check_clean_outputs(nb)
+    nb, text = _execute_clean(EXPECTED[3], tmp_path, server_urls)
     # rerank_plugins.evaluate's report: each system with 95% intervals (numbers in range, not
     # asserted to improve: the notebook reports the figures whichever way they come out).
     number = r"([01]\.\d{3}) \[([01]\.\d{3}), ([01]\.\d{3})\]"

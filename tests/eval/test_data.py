@@ -115,15 +115,34 @@ def test_unknown_name_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.M
     assert "medquad-liveqa" in message and "eval_en" in message  # what can be named
 
 
-def test_qrels_reader_takes_float_grades_comments_headers_and_both_layouts(tmp_path: Path) -> None:
-    # One reader for every qrels file: trec_eval writes "2.0" in some tools' output, and
-    # hand-made files carry comments; the package's reader and BEIR's read them alike.
-    trec = tmp_path / "qrels.txt"
-    trec.write_text("# judged by hand\nq1 0 d1 2.0\nq1 0 d2 0\n\n# second query\nq2 0 d9 1\n")
-    beir = tmp_path / "test.tsv"
-    beir.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\n# a note\nq1\td3\t1.0\n")
-    assert read_trec_qrels(trec) == {"q1": {"d1": 2, "d2": 0}, "q2": {"d9": 1}}
-    assert read_trec_qrels(beir) == {"q1": {"d1": 2, "d3": 1}}
+# One reader for every qrels file, TREC and BEIR layouts: trec_eval writes "2.0" in some tools'
+# output, and hand-made files carry comments; the package's reader and BEIR's read them alike.
+QRELS_FILES = [
+    ("qrels.txt", "q1 0 d1 2\nq1 0 d2 0\nq2 0 d9 1\n", {"q1": {"d1": 2, "d2": 0}, "q2": {"d9": 1}}),
+    ("test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t2\n", {"q1": {"d1": 2}}),
+    (
+        "qrels.txt",
+        "# judged by hand\nq1 0 d1 2.0\nq1 0 d2 0\n\n# second query\nq2 0 d9 1\n",
+        {"q1": {"d1": 2, "d2": 0}, "q2": {"d9": 1}},
+    ),
+    (
+        "test.tsv",
+        "query-id\tcorpus-id\tscore\nq1\td1\t2\n# a note\nq1\td3\t1.0\n",
+        {"q1": {"d1": 2, "d3": 1}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), QRELS_FILES)
+def test_qrels_reader_takes_float_grades_comments_headers_and_both_layouts(
+    tmp_path: Path, name: str, text: str, expected: dict[str, dict[str, int]]
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    assert read_trec_qrels(path) == expected
+
+
+def test_qrels_reader_names_the_bad_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tsv"
     bad.write_text("q1\td1\t2\nq1\td2\tvery\n")
     with pytest.raises(ValueError, match=r"bad.tsv:2: expected 'qid \[0\] docid grade'"):

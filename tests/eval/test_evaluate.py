@@ -22,7 +22,6 @@ from rerank_plugins.eval import (
     model_languages,
     model_reads,
     paired_bootstrap,
-    read_trec_qrels,
     read_trec_run,
     text_language,
     write_trec_run,
@@ -93,15 +92,6 @@ def test_trec_run_round_trip_keeps_the_order_through_ties(tmp_path: Path) -> Non
     assert lines[0] == "q1 Q0 d1 1 3 my_run"
     assert [line.split()[3] for line in lines] == ["1", "2", "3", "4"]
     assert read_trec_run(path) == {"q1": ["d1", "d2", "d3", "d4"]}
-
-
-def test_trec_qrels_both_formats(tmp_path: Path) -> None:
-    trec = tmp_path / "qrels.txt"
-    trec.write_text("q1 0 d1 2\nq1 0 d2 0\nq2 0 d9 1\n")
-    beir = tmp_path / "test.tsv"
-    beir.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\n")
-    assert read_trec_qrels(trec) == {"q1": {"d1": 2, "d2": 0}, "q2": {"d9": 1}}
-    assert read_trec_qrels(beir) == {"q1": {"d1": 2}}
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -210,17 +200,27 @@ def test_exponential_gain_differs_from_trec_eval_on_graded_labels(tmp_path: Path
 # -- comparing existing runs (no server) -----------------------------------------------------
 
 
-def test_cli_compares_trec_runs_without_a_server(tmp_path: Path) -> None:
+def _eval_en_bm25(depth: int) -> dict[str, list[str]]:
+    """BM25's top ``depth`` for each judged query of the bundled eval_en set."""
     coll = load_collection("eval_en")
-    queries = coll.judged_queries()
-    bm25 = ev.first_stage_bm25(coll, queries, 100)
-    worse = {q: list(reversed(hits)) for q, hits in bm25.items()}
-    a = write_trec_run(tmp_path / "bm25.trec", bm25, "bm25")
-    b = write_trec_run(tmp_path / "reversed.trec", worse, "reversed")
+    return ev.first_stage_bm25(coll, coll.judged_queries(), depth)
+
+
+def _eval_en_qrels_file(tmp_path: Path) -> Path:
+    """eval_en's judgements written as a TREC qrels file."""
     qrels = tmp_path / "qrels.txt"
     qrels.write_text(
         "".join(f"{q} 0 {d} {g}\n" for q, j in load_eval_set().qrels.items() for d, g in j.items())
     )
+    return qrels
+
+
+def test_cli_compares_trec_runs_without_a_server(tmp_path: Path) -> None:
+    bm25 = _eval_en_bm25(100)
+    worse = {q: list(reversed(hits)) for q, hits in bm25.items()}
+    a = write_trec_run(tmp_path / "bm25.trec", bm25, "bm25")
+    b = write_trec_run(tmp_path / "reversed.trec", worse, "reversed")
+    qrels = _eval_en_qrels_file(tmp_path)
     out = io.StringIO()
     code = ev.main(
         ["--qrels", str(qrels), "--run", str(a), "--run", str(b), "--out", str(tmp_path / "o")],
@@ -335,15 +335,10 @@ def test_progress_bar_writes_a_line_per_quarter_off_a_terminal() -> None:
 
 
 def test_cli_json_output(tmp_path: Path) -> None:
-    coll = load_collection("eval_en")
-    queries = coll.judged_queries()
-    bm25 = ev.first_stage_bm25(coll, queries, 20)
+    bm25 = _eval_en_bm25(20)
     a = write_trec_run(tmp_path / "a.trec", bm25, "a")
     b = write_trec_run(tmp_path / "b.trec", bm25, "b")
-    qrels = tmp_path / "qrels.txt"
-    qrels.write_text(
-        "".join(f"{q} 0 {d} {g}\n" for q, j in load_eval_set().qrels.items() for d, g in j.items())
-    )
+    qrels = _eval_en_qrels_file(tmp_path)
     out = io.StringIO()
     args = ["--qrels", str(qrels), "--run", str(a), "--run", str(b), "--json", "--depth", "20"]
     assert ev.main(args, stdout=out) == 0

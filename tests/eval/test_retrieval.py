@@ -138,29 +138,27 @@ def test_invalid_input():
         BM25Index.from_documents(["ok"]).search("ok", k=-1)
 
 
-def test_missing_extra_names_it(monkeypatch):
+def _hide_module(monkeypatch, missing: str) -> None:
+    """Make ``import missing`` fail as if the package were not installed."""
     real_import = builtins.__import__
 
     def fake_import(name, *args, **kwargs):
-        if name == "bm25s":
-            raise ImportError("No module named 'bm25s'", name="bm25s")
+        if name == missing:
+            raise ImportError(f"No module named '{missing}'", name=missing)
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+def test_missing_extra_names_it(monkeypatch):
+    _hide_module(monkeypatch, "bm25s")
     with pytest.raises(ImportError, match=r"rerank-plugins\[eval\]"):
         BM25Index.from_documents(["a document"], language="en")
 
 
 def test_missing_jieba_names_extra(monkeypatch):
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name == "jieba":
-            raise ImportError("No module named 'jieba'", name="jieba")
-        return real_import(name, *args, **kwargs)
-
     retrieval._chinese_tools.cache_clear()
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+    _hide_module(monkeypatch, "jieba")
     try:
         with pytest.raises(ImportError, match=r"jieba.*rerank-plugins\[eval\]"):
             tokenize("量子纠缠", "zh")

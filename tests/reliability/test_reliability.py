@@ -14,12 +14,13 @@ import copy
 import email.utils
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, FaultProxy, Ledger, ledger_for
+from support.checks import assert_ranking
+from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, FaultProxy, Ledger
 
 from rerank_plugins import (
     AsyncRerankClient,
@@ -45,27 +46,6 @@ MODES = ("sync", "async")
 
 
 # --- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session", autouse=True)
-def ledger(pytestconfig: pytest.Config) -> Ledger:
-    return ledger_for(pytestconfig)
-
-
-@pytest.fixture(scope="module")
-def proxy_server(minilm_server: Any) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(minilm_server.base_url).start()
-    yield proxy
-    proxy.stop()
-    assert not proxy.running, "the proxy thread did not stop"
-
-
-@pytest.fixture
-def proxy(proxy_server: FaultProxy) -> Iterator[FaultProxy]:
-    proxy_server.clear()
-    proxy_server.reset_stats()
-    yield proxy_server
-    proxy_server.clear()
 
 
 @pytest.fixture(scope="module")
@@ -148,16 +128,6 @@ def observe(
             f"(ended with {type(error).__name__ if error else 'a result'})"
         )
     return Outcome(value, error, elapsed)
-
-
-def assert_ranking(result: Any, documents: list[str], top_n: int | None = None) -> None:
-    n = len(documents) if top_n is None else min(top_n, len(documents))
-    assert len(result.items) == n
-    assert len(set(result.indices)) == n
-    assert all(0 <= i < len(documents) for i in result.indices)
-    assert all(item.document == documents[item.index] for item in result.items)
-    assert all(type(s) is float and math.isfinite(s) for s in result.scores)
-    assert result.scores == sorted(result.scores, reverse=True)
 
 
 def assert_scores(result: Any, documents: list[str]) -> None:
@@ -392,19 +362,29 @@ def test_deadline_bounds_retry_sleeps(proxy, minilm_server, ledger, mode):
 # --- malformed 200 bodies ----------------------------------------------------------------------
 
 
-def _results(change: Callable[[list[dict[str, Any]]], Any]) -> Callable[[Any], Any]:
+def _under(field: str, change: Callable[[list[dict[str, Any]]], Any]) -> Callable[[Any], Any]:
+    """A body rewrite: ``change`` applied to a copy of the body's list at ``field``."""
+
     def replace(body: Any) -> Any:
         body = copy.deepcopy(body)
-        body["results"] = change(body["results"])
+        body[field] = change(body[field])
         return body
 
     return replace
 
 
+def _results(change: Callable[[list[dict[str, Any]]], Any]) -> Callable[[Any], Any]:
+    return _under("results", change)
+
+
+def _data(change: Callable[[list[dict[str, Any]]], Any]) -> Callable[[Any], Any]:
+    return _under("data", change)
+
+
 def _first(key: str, value: Any) -> Callable[[list[dict[str, Any]]], Any]:
-    def change(results: list[dict[str, Any]]) -> Any:
-        results[0][key] = value
-        return results
+    def change(entries: list[dict[str, Any]]) -> Any:
+        entries[0][key] = value
+        return entries
 
     return change
 
@@ -457,18 +437,23 @@ COMMON_BODIES: dict[str, Any] = {
     "garbage-usage-nan": _with("usage", {"prompt_tokens": float("nan"), "total_tokens": 1}),
 }
 
+# Scores no answer may carry, in both bodies: "<name>-score" cases.
+BAD_SCORES: dict[str, Any] = {
+    "nan": float("nan"),
+    "inf": float("inf"),
+    "minus-inf": float("-inf"),
+    "string": "0.5",
+    "bool": True,
+    "null": None,
+}
+
 RERANK_BODIES: dict[str, Any] = {
     **COMMON_BODIES,
     "results-missing": _without("results"),
     "results-not-list": _with("results", {"0": 1}),
     "results-null": _with("results", None),
     "result-not-object": _results(lambda r: [5, *r[1:]]),
-    "nan-score": _results(_first("relevance_score", float("nan"))),
-    "inf-score": _results(_first("relevance_score", float("inf"))),
-    "minus-inf-score": _results(_first("relevance_score", float("-inf"))),
-    "string-score": _results(_first("relevance_score", "0.5")),
-    "bool-score": _results(_first("relevance_score", True)),
-    "null-score": _results(_first("relevance_score", None)),
+    **{f"{bad}-score": _results(_first("relevance_score", v)) for bad, v in BAD_SCORES.items()},
     "list-score": _results(_first("relevance_score", [0.5])),
     "missing-score": _results(_drop_first("relevance_score")),
     "missing-index": _results(_drop_first("index")),
@@ -486,78 +471,50 @@ RERANK_BODIES: dict[str, Any] = {
 }
 
 
-def _data(change: Callable[[list[dict[str, Any]]], Any]) -> Callable[[Any], Any]:
-    def replace(body: Any) -> Any:
-        body = copy.deepcopy(body)
-        body["data"] = change(body["data"])
-        return body
-
-    return replace
-
-
-def _data_first(key: str, value: Any) -> Callable[[list[dict[str, Any]]], Any]:
-    def change(data: list[dict[str, Any]]) -> Any:
-        data[0][key] = value
-        return data
-
-    return change
-
-
-def _data_dup(data: list[dict[str, Any]]) -> Any:
-    if len(data) < 2:
-        return [*data, dict(data[0])]
-    data[1]["index"] = data[0]["index"]
-    return data
-
-
 SCORE_BODIES: dict[str, Any] = {
     **COMMON_BODIES,
     "data-missing": _without("data"),
     "data-not-list": _with("data", {"0": 1}),
     "entry-not-object": _data(lambda d: [5, *d[1:]]),
-    "nan-score": _data(_data_first("score", float("nan"))),
-    "inf-score": _data(_data_first("score", float("inf"))),
-    "minus-inf-score": _data(_data_first("score", float("-inf"))),
-    "string-score": _data(_data_first("score", "0.5")),
-    "bool-score": _data(_data_first("score", True)),
-    "null-score": _data(_data_first("score", None)),
+    **{f"{bad}-score": _data(_first("score", v)) for bad, v in BAD_SCORES.items()},
     "missing-score": _data(lambda d: [{"index": d[0]["index"]}, *d[1:]]),
-    "float-index": _data(_data_first("index", 0.0)),
-    "string-index": _data(_data_first("index", "0")),
-    "negative-index": _data(_data_first("index", -1)),
-    "out-of-range-index": _data(_data_first("index", len(DOCS))),
-    "duplicate-index": _data(_data_dup),
+    "float-index": _data(_first("index", 0.0)),
+    "string-index": _data(_first("index", "0")),
+    "negative-index": _data(_first("index", -1)),
+    "out-of-range-index": _data(_first("index", len(DOCS))),
+    "duplicate-index": _data(_dup_index),
     "fewer-entries": _data(lambda d: d[:-1]),
     "more-entries": _data(lambda d: [*d, {**d[0], "index": len(d)}]),
 }
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("body", list(RERANK_BODIES))
-def test_malformed_rerank_body_is_a_response_error(proxy, minilm_server, ledger, mode, body):
-    proxy.replace_body(RERANK_BODIES[body], RERANK_PATHS)
+def _expect_malformed_body(proxy, minilm_server, ledger, mode, route, body, paths):
+    """The proxy swaps each answer's body; the call is a RerankResponseError, docs untouched."""
+    proxy.replace_body(body, paths)
     docs = list(DOCS)
     kwargs = base_kwargs(minilm_server, deadline=10, max_retries=1, retry_backoff=0.01)
     out = observe(
-        ledger, "malformed_body", lambda: run_call(mode, proxy.url, "rerank", docs, kwargs), 10
+        ledger, "malformed_body", lambda: run_call(mode, proxy.url, route, docs, kwargs), 10
     )
     expect_error(out, RerankResponseError)
     assert proxy.stats.faults["body"] >= 1
     assert docs == DOCS
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("body", list(RERANK_BODIES))
+def test_malformed_rerank_body_is_a_response_error(proxy, minilm_server, ledger, mode, body):
+    _expect_malformed_body(
+        proxy, minilm_server, ledger, mode, "rerank", RERANK_BODIES[body], RERANK_PATHS
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("body", list(SCORE_BODIES))
 def test_malformed_score_body_is_a_response_error(proxy, minilm_server, ledger, mode, body):
-    proxy.replace_body(SCORE_BODIES[body], SCORE_PATHS)
-    docs = list(DOCS)
-    kwargs = base_kwargs(minilm_server, deadline=10, max_retries=1, retry_backoff=0.01)
-    out = observe(
-        ledger, "malformed_body", lambda: run_call(mode, proxy.url, "score", docs, kwargs), 10
+    _expect_malformed_body(
+        proxy, minilm_server, ledger, mode, "score", SCORE_BODIES[body], SCORE_PATHS
     )
-    expect_error(out, RerankResponseError)
-    assert proxy.stats.faults["body"] >= 1
-    assert docs == DOCS
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -11,13 +11,12 @@ import asyncio
 import copy
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from langchain_core.documents import Document
 from llama_index.core.schema import NodeWithScore, TextNode
-from support.fault_proxy import RERANK_PATHS, FaultProxy, Ledger, ledger_for
+from support.fault_proxy import RERANK_PATHS, FaultProxy
 
 from rerank_plugins import (
     AsyncRerankClient,
@@ -40,27 +39,6 @@ DOCS = [
     "Paris is the capital and largest city of France.",
     "Berlin is the capital of Germany.",
 ]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def ledger(pytestconfig: pytest.Config) -> Ledger:
-    return ledger_for(pytestconfig)
-
-
-@pytest.fixture(scope="module")
-def proxy_server(minilm_server: Any) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(minilm_server.base_url).start()
-    yield proxy
-    proxy.stop()
-    assert not proxy.running
-
-
-@pytest.fixture
-def proxy(proxy_server: FaultProxy) -> Iterator[FaultProxy]:
-    proxy_server.clear()
-    proxy_server.reset_stats()
-    yield proxy_server
-    proxy_server.clear()
 
 
 @pytest.fixture(scope="module")

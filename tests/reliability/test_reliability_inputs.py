@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.documents import Document
 from llama_index.core.schema import NodeWithScore, TextNode
-from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, Ledger, ledger_for
+from support.checks import assert_ranking
+from support.fault_proxy import RERANK_PATHS, SCORE_PATHS, Ledger
 
 from rerank_plugins import (
     AsyncRerankClient,
@@ -36,11 +37,6 @@ from rerank_plugins.llamaindex import VLLMRerank as LlamaIndexRerank
 
 BASE = "http://rerank.test"
 CLASS = "property_inputs"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def ledger(pytestconfig: pytest.Config) -> Ledger:
-    return ledger_for(pytestconfig)
 
 
 # --- a canned valid server ---------------------------------------------------------------------
@@ -178,16 +174,6 @@ def clearly_fine(query: Any, docs: Any, top_n: Any) -> bool:
         and all(d.strip() and "\x00" not in d for d in docs)
         and "\x00" not in query
     )
-
-
-def assert_ranking(result: Any, docs: list[str], top_n: int | None) -> None:
-    n = len(docs) if top_n is None else min(top_n, len(docs))
-    assert len(result.items) == n
-    assert len(set(result.indices)) == n
-    assert all(0 <= i < len(docs) for i in result.indices)
-    assert all(item.document == docs[item.index] for item in result.items)
-    assert all(type(s) is float and math.isfinite(s) for s in result.scores)
-    assert result.scores == sorted(result.scores, reverse=True)
 
 
 def check(

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.fault_proxy import RERANK_PATHS, FaultProxy, Ledger, fd_count, ledger_for, wait_until
+from support.fault_proxy import RERANK_PATHS, FaultProxy, fd_count, wait_until
 
 from rerank_plugins import AsyncRerankClient, RerankClient
 
@@ -29,19 +29,12 @@ DOCS = [
 MAX_CONCURRENCY = 4
 # The client's pool bound (max_connections, across all callers); max_concurrency is per call.
 LIMIT = 6
-
-
-@pytest.fixture(scope="session", autouse=True)
-def ledger(pytestconfig: pytest.Config) -> Ledger:
-    return ledger_for(pytestconfig)
-
-
-@pytest.fixture(scope="module")
-def proxy_server(minilm_server: Any) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(minilm_server.base_url).start()
-    yield proxy
-    proxy.stop()
-    assert not proxy.running
+# The settings of the clients the load tests share among callers.
+POOLED: dict[str, Any] = {
+    "max_concurrency": MAX_CONCURRENCY,
+    "max_connections": LIMIT,
+    "deadline": 60,
+}
 
 
 @pytest.fixture
@@ -63,13 +56,7 @@ def test_64_async_callers_share_one_client(proxy, minilm_server, ledger):
     docs = list(DOCS)
 
     async def main() -> list[Any]:
-        client = AsyncRerankClient(
-            proxy.url,
-            minilm_server.model_name,
-            max_concurrency=MAX_CONCURRENCY,
-            max_connections=LIMIT,
-            deadline=60,
-        )
+        client = AsyncRerankClient(proxy.url, minilm_server.model_name, **POOLED)
         try:
             return await asyncio.gather(
                 *(client.rerank(QUERY, docs) for _ in range(64)), return_exceptions=True
@@ -108,13 +95,7 @@ def test_many_batches_of_one_call_respect_the_limit(proxy, minilm_server, ledger
 
 def test_16_threads_first_use_share_one_pool(proxy, minilm_server, ledger):
     baseline = fd_count()
-    client = RerankClient(
-        proxy.url,
-        minilm_server.model_name,
-        max_concurrency=MAX_CONCURRENCY,
-        max_connections=LIMIT,
-        deadline=60,
-    )
+    client = RerankClient(proxy.url, minilm_server.model_name, **POOLED)
     barrier = threading.Barrier(16)
     results: list[Any] = [None] * 16
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from support.fault_proxy import Ledger, ledger_for
 
 from rerank_plugins import (
     AsyncRerankClient,
@@ -31,11 +30,6 @@ DOCS = [
     "Bananas are yellow.",
     "Berlin is the capital of Germany.",
 ]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def ledger(pytestconfig: pytest.Config) -> Ledger:
-    return ledger_for(pytestconfig)
 
 
 def _healthy(base_url: str) -> bool:

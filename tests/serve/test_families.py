@@ -18,6 +18,7 @@ import httpx
 import jinja2
 import pytest
 from support import servers as support
+from support.texts import PAIRS_DOCS, PAIRS_QUERY
 
 from rerank_plugins import RerankClient, RerankInputError, multimodal, serve
 from rerank_plugins.families import (
@@ -493,13 +494,6 @@ FAMILY_SERVERS = {
     "mxbai_server": "mxbai-rerank-v2",
     "bge_gemma_server": "bge-reranker-v2-gemma",
 }
-PAIRS_QUERY = "how do I read a JSON file in Python"
-PAIRS_DOCS = [
-    "Use json.load to read a JSON file into a dict.",
-    "The csv module parses comma separated files.",
-    "Boil the pasta for ten minutes.",
-    "上海是中国的一个城市。",
-]
 
 
 @pytest.mark.integration

@@ -16,6 +16,7 @@ import httpx
 import jinja2
 import pytest
 from support.servers import REPO_ROOT, VLLM_CACHE, vllm_python
+from support.texts import PAIRS_DOCS, PAIRS_QUERY
 
 from rerank_plugins import serve
 from rerank_plugins.errors import RerankError
@@ -741,13 +742,6 @@ ALL_SERVERS = [
     "minilm_server",
     "tls_server",
     "victim_server",
-]
-PAIRS_QUERY = "how do I read a JSON file in Python"
-PAIRS_DOCS = [
-    "Use json.load to read a JSON file into a dict.",
-    "The csv module parses comma separated files.",
-    "Boil the pasta for ten minutes.",
-    "上海是中国的一个城市。",
 ]
 
 

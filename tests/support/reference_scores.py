@@ -274,22 +274,18 @@ def token_ids(req: dict[str, Any]) -> dict[str, Any]:
 def main() -> int:
     req = json.load(sys.stdin)
     kind = req.get("kind")
-    if kind == "qwen3":
-        out = qwen3_scores(req)
-    elif kind == "minilm":
-        out = minilm_scores(req)
-    elif kind == "mxbai":
-        out = mxbai_scores(req)
-    elif kind == "bge-gemma":
-        out = bge_gemma_scores(req)
-    elif kind == "jina-v3":
-        out = jina_v3_scores(req)
-    elif kind == "tokens":
-        out = token_ids(req)
-    else:
+    compute = {
+        "qwen3": qwen3_scores,
+        "minilm": minilm_scores,
+        "mxbai": mxbai_scores,
+        "bge-gemma": bge_gemma_scores,
+        "jina-v3": jina_v3_scores,
+        "tokens": token_ids,
+    }.get(kind)
+    if compute is None:
         print(f"unknown kind {kind!r}", file=sys.stderr)
         return 2
-    json.dump(out, sys.stdout)
+    json.dump(compute(req), sys.stdout)
     return 0
 
 

@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -506,6 +507,48 @@ SERVER_FIXTURES = (
 )
 
 
+# The servers one model builder and _cfg's keywords describe:
+# name -> (model kind, model builder, _cfg keywords). tls_server is made in ServerPool._make.
+_SIMPLE_SERVERS: dict[str, tuple[str, Callable[[], Path], dict[str, Any]]] = {
+    # The client-formatting opt-out: no template, the client sends the official prompt.
+    "tiny_server": ("qwen3", build_tiny_model, {"prompt_mode": "client", "max_model_len": 512}),
+    # rerank-serve's defaults (the template), plus the all-routes API key guard.
+    "tiny_server_template": (
+        "qwen3",
+        build_tiny_model,
+        {
+            "served_model_name": "tiny-qwen3-reranker-template",
+            "max_model_len": 512,
+            "api_key": SENTINEL_API_KEY,
+            "enable_request_id_headers": True,
+        },
+    ),
+    # Recognised by --family only: neither the path nor the served name says qwen3.
+    "tiny_server_family": (
+        "qwen3",
+        plain_model_dir,
+        {"family": "qwen3-reranker", "max_model_len": 512},
+    ),
+    # For reliability tests that pause, kill and restart it (ServerHandle methods).
+    "victim_server": (
+        "qwen3",
+        build_tiny_model,
+        {"served_model_name": "tiny-qwen3-reranker-victim", "max_model_len": 512},
+    ),
+    # rerank-serve's defaults for the mxbai-rerank-v2 family (overrides + template).
+    "mxbai_server": ("mxbai", build_tiny_mxbai, {"max_model_len": 512}),
+    # rerank-serve's defaults for the bge-reranker-v2-gemma family.
+    "bge_gemma_server": ("bge-gemma", build_tiny_bge_gemma, {"max_model_len": 512}),
+    # rerank-serve's defaults for jina-reranker-v3 (native JinaForRanking, listwise).
+    "jina_v3_server": ("jina-v3", build_tiny_jina_v3, {"max_model_len": 1024}),
+    "minilm_server": (
+        "minilm",
+        minilm_dir,
+        {"served_model_name": "all-MiniLM-L6-v2", "max_model_len": 256},
+    ),
+}
+
+
 class ServerPool:
     """The session's servers, created lazily and started together."""
 
@@ -520,41 +563,12 @@ class ServerPool:
         return self._tls
 
     def _make(self, name: str) -> ServerHandle:
-        if name == "tiny_server":
-            # The client-formatting opt-out: no template, the client sends the official prompt.
-            model = build_tiny_model()
-            return ServerHandle(
-                name,
-                "qwen3",
-                _cfg(name, model, prompt_mode="client", max_model_len=512),
-                model,
-            )
-        if name == "tiny_server_template":
-            # rerank-serve's defaults (the template), plus the all-routes API key guard.
-            model = build_tiny_model()
-            return ServerHandle(
-                name,
-                "qwen3",
-                _cfg(
-                    name,
-                    model,
-                    served_model_name="tiny-qwen3-reranker-template",
-                    max_model_len=512,
-                    api_key=SENTINEL_API_KEY,
-                    enable_request_id_headers=True,
-                ),
-                model,
-                api_key=SENTINEL_API_KEY,
-            )
-        if name == "tiny_server_family":
-            # Recognised by --family only: neither the path nor the served name says qwen3.
-            model = plain_model_dir()
-            return ServerHandle(
-                name,
-                "qwen3",
-                _cfg(name, model, family="qwen3-reranker", max_model_len=512),
-                model,
-            )
+        if name in _SIMPLE_SERVERS:
+            kind, build, cfg_keywords = _SIMPLE_SERVERS[name]
+            model = build()
+            config = _cfg(name, model, **cfg_keywords)
+            # A server with the API key guard hands its clients the same key.
+            return ServerHandle(name, kind, config, model, api_key=cfg_keywords.get("api_key"))
         if name == "tls_server":
             model = build_tiny_model()
             tls = self.tls_files()
@@ -576,37 +590,6 @@ class ServerPool:
                 model,
                 ca_path=tls.ca_path,
                 client_cert=client_cert,
-            )
-        if name == "victim_server":
-            # For reliability tests that pause, kill and restart it (ServerHandle methods).
-            model = build_tiny_model()
-            return ServerHandle(
-                name,
-                "qwen3",
-                _cfg(
-                    name, model, served_model_name="tiny-qwen3-reranker-victim", max_model_len=512
-                ),
-                model,
-            )
-        if name == "mxbai_server":
-            # rerank-serve's defaults for the mxbai-rerank-v2 family (overrides + template).
-            model = build_tiny_mxbai()
-            return ServerHandle(name, "mxbai", _cfg(name, model, max_model_len=512), model)
-        if name == "bge_gemma_server":
-            # rerank-serve's defaults for the bge-reranker-v2-gemma family.
-            model = build_tiny_bge_gemma()
-            return ServerHandle(name, "bge-gemma", _cfg(name, model, max_model_len=512), model)
-        if name == "jina_v3_server":
-            # rerank-serve's defaults for jina-reranker-v3 (native JinaForRanking, listwise).
-            model = build_tiny_jina_v3()
-            return ServerHandle(name, "jina-v3", _cfg(name, model, max_model_len=1024), model)
-        if name == "minilm_server":
-            model = minilm_dir()
-            return ServerHandle(
-                name,
-                "minilm",
-                _cfg(name, model, served_model_name="all-MiniLM-L6-v2", max_model_len=256),
-                model,
             )
         raise KeyError(name)
 
