@@ -8,9 +8,10 @@ Two folder layouts are read, their ``.jsonl`` files plain or gzipped (``.jsonl.g
   ``"_id"``, and one ``qrels.tsv``.
 
 A set is found by name (``load_collection("medquad-liveqa")``), looked up in this order: an
-existing path; ``$RERANK_DATA_DIR/<name>``; ``./data/<name>`` from the working directory; the
-repository's ``data/<name>`` beside the package (a clone, or an editable install); the sets
-bundled in the package (``eval_en``).
+existing path; ``$RERANK_DATA_DIR/<name>``; ``data/<name>`` in the working directory or the
+nearest folder above it that has a ``data/`` (anywhere in a clone); the repository's
+``data/<name>`` beside the package (an editable install); the sets bundled in the package
+(``eval_en``).
 """
 
 from __future__ import annotations
@@ -287,16 +288,30 @@ def _candidates(name: str) -> list[tuple[Path, str]]:
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         places.append((Path(env) / name, f"${DATA_DIR_ENV}/{name}"))
-    places.append((Path.cwd() / "data" / name, f"./data/{name}"))
+    data = _nearest_data_dir()
+    places.append((data / name, f"{os.path.relpath(data)}/{name}"))
     places.append((_REPO_DATA / name, f"the repository's data/{name}"))
     return places
 
 
+def _nearest_data_dir() -> Path:
+    """``data/`` in the working directory, or in the nearest folder above it that has one.
+
+    So a set is found by name from anywhere in a clone (a notebook runs in ``notebooks/``),
+    whether the package is installed from it or not.
+    """
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "data").is_dir():
+            return folder / "data"
+    return cwd / "data"
+
+
 def shipped_set_names() -> list[str]:
-    """Names of the sets in ``./data`` and the repository's ``data/``, then the bundled ones."""
+    """Names of the sets in the nearest ``data/`` and the repository's, then the bundled ones."""
     found = {
         p.name
-        for base in (Path.cwd() / "data", _REPO_DATA)
+        for base in (_nearest_data_dir(), _REPO_DATA)
         if base.is_dir()
         for p in base.iterdir()
         if (p / "qrels").is_dir() or (p / "qrels.tsv").is_file()

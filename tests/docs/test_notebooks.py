@@ -63,7 +63,7 @@ def _all_text(nb: Any) -> str:
     return "\n".join(_text_outputs(cell) for cell in _code_cells(nb))
 
 
-def _execute(name: str, tmp_path: Path, urls: dict[str, str]) -> Any:
+def _execute(name: str, urls: dict[str, str]) -> Any:
     """Run ``name`` in a fresh kernel whose environment names the servers; return it executed."""
     nb = _read(name)
     # Only the URLs we give: a developer's RERANK_* settings must not change what runs.
@@ -77,7 +77,7 @@ def _execute(name: str, tmp_path: Path, urls: dict[str, str]) -> Any:
         timeout=CELL_TIMEOUT,
         kernel_name="python3",  # jupyter_client runs the native kernel with sys.executable
         allow_errors=False,  # a cell error fails the test (CellExecutionError)
-        resources={"metadata": {"path": str(tmp_path)}},  # the kernel's working directory
+        resources={"metadata": {"path": str(NOTEBOOKS)}},  # its own folder, as in Jupyter
     )
     client.execute(env=env)
     return nb
@@ -100,10 +100,10 @@ def _check_clean_outputs(nb: Any) -> None:
         assert at < 0, f"executed outputs show {forbidden!r}: ...{text[at - 150 : at + 150]}..."
 
 
-def _execute_clean(name: str, tmp_path: Path, urls: dict[str, str]) -> tuple[Any, str]:
+def _execute_clean(name: str, urls: dict[str, str]) -> tuple[Any, str]:
     """Run ``name`` (see _execute), check no output shows a secret or warning; return the
     executed notebook and the text of all its outputs."""
-    nb = _execute(name, tmp_path, urls)
+    nb = _execute(name, urls)
     _check_clean_outputs(nb)
     return nb, _all_text(nb)
 
@@ -138,8 +138,8 @@ def test_notebook_uses_top_level_await_never_asyncio_run(name):
 # -- executed against the real servers ----------------------------------------------------------
 
 
-def test_quickstart_runs(tmp_path, server_urls):
-    nb, text = _execute_clean(EXPECTED[0], tmp_path, server_urls)
+def test_quickstart_runs(server_urls):
+    nb, text = _execute_clean(EXPECTED[0], server_urls)
     # The relevance story on MiniLM's real scores: the JSON document ranks first.
     first = re.search(r"^1\. .*$", text, flags=re.M)
     assert first is not None and "json.load(f)" in first.group(), first
@@ -162,8 +162,8 @@ def test_quickstart_runs(tmp_path, server_urls):
     assert _images(nb) >= 2
 
 
-def test_llamaindex_runs(tmp_path, server_urls):
-    nb, text = _execute_clean(EXPECTED[1], tmp_path, server_urls)
+def test_llamaindex_runs(server_urls):
+    nb, text = _execute_clean(EXPECTED[1], server_urls)
     for shown in (
         # MiniLM puts the json.load node first; the index's own node keeps its metadata.
         "reranked first: json-load",
@@ -179,8 +179,8 @@ def test_llamaindex_runs(tmp_path, server_urls):
     assert _images(nb) >= 1
 
 
-def test_langchain_runs(tmp_path, server_urls):
-    nb, text = _execute_clean(EXPECTED[2], tmp_path, server_urls)
+def test_langchain_runs(server_urls):
+    nb, text = _execute_clean(EXPECTED[2], server_urls)
     # BM25 (the package's own, behind langchain-core's BaseRetriever) ranks pickle first; the
     # reranker puts json.load first.
     assert re.search(r"^1\. pickle ", text, flags=re.M)
@@ -193,8 +193,8 @@ def test_langchain_runs(tmp_path, server_urls):
     assert _images(nb) >= 1
 
 
-def test_does_reranking_help_runs(tmp_path, server_urls):
-    nb, text = _execute_clean(EXPECTED[3], tmp_path, server_urls)
+def test_does_reranking_help_runs(server_urls):
+    nb, text = _execute_clean(EXPECTED[3], server_urls)
     # rerank_plugins.evaluate's report: each system with 95% intervals (numbers in range, not
     # asserted to improve: the notebook reports the figures whichever way they come out).
     number = r"([01]\.\d{3}) \[([01]\.\d{3}), ([01]\.\d{3})\]"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rerank_plugins import datasets
+from rerank_plugins.eval import data as eval_data
 from rerank_plugins.eval.data import (
     DATA_DIR_ENV,
     Collection,
@@ -21,6 +22,9 @@ from rerank_plugins.eval.data import (
 )
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+# Where the "repository beside the package" rule looks: this clone's data/ only when the
+# package is imported from the clone; tests/run.sh tests an installed copy.
+BESIDE_PACKAGE = Path(eval_data.__file__).resolve().parents[2] / "data"
 
 
 def _tiny_set(folder: Path, *, gzipped: bool, doc_text: str = "json.load reads a file") -> Path:
@@ -47,9 +51,11 @@ def _tiny_set(folder: Path, *, gzipped: bool, doc_text: str = "json.load reads a
 def test_shipped_sets_load_by_name_with_their_counts(
     name: str, docs: int, queries: int, judged: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # From a folder that has no data/: the repository's data/ beside the package is found.
-    monkeypatch.chdir(tmp_path)
+    # From a folder of the clone that has no data/ (where a notebook runs): the nearest data/
+    # above it is found, whether the package is installed from the clone or not.
+    monkeypatch.chdir(REPO_DATA.parent / "notebooks")
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    assert locate_collection(name) == REPO_DATA / name
     coll = load_collection(name)
     assert (REPO_DATA / name / "corpus.jsonl.gz").is_file()  # read gzipped
     assert coll.name == f"{name} (test)"
@@ -86,8 +92,12 @@ def test_lookup_order_path_then_env_then_cwd_then_repository(
     assert "from ./data" in load_collection("xquad-en").texts[0]
 
     shutil.rmtree(cwd / "data")
-    assert locate_collection("xquad-en") == REPO_DATA / "xquad-en"
-    assert load_collection("xquad-en").source == "the repository's data/xquad-en"
+    if BESIDE_PACKAGE == REPO_DATA:  # the package imported from this clone (not installed)
+        assert locate_collection("xquad-en") == REPO_DATA / "xquad-en"
+        assert load_collection("xquad-en").source == "the repository's data/xquad-en"
+    else:  # installed: outside the clone a shipped set needs $RERANK_DATA_DIR
+        with pytest.raises(ValueError, match="no data set 'xquad-en'"):
+            locate_collection("xquad-en")
 
     # An existing path wins over everything, also when it is named like a shipped set.
     _tiny_set(cwd / "xquad-en", gzipped=True, doc_text="the path itself")
@@ -105,12 +115,12 @@ def test_bundled_set_comes_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_unknown_name_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(REPO_DATA.parent / "notebooks")
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "sets"))
     with pytest.raises(ValueError, match="no data set 'nope'") as info:
         load_collection("nope")
     message = str(info.value)
-    for place in (tmp_path / "sets" / "nope", tmp_path / "data" / "nope", REPO_DATA / "nope"):
+    for place in (tmp_path / "sets" / "nope", REPO_DATA / "nope", BESIDE_PACKAGE / "nope"):
         assert str(place) in message
     assert "medquad-liveqa" in message and "eval_en" in message  # what can be named
 
