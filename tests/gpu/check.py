@@ -50,12 +50,12 @@ SUPPORT = ROOT / "tests" / "support"
 PY = os.environ.get("RERANK_VLLM_PYTHON", sys.executable)
 TOLERANCE = 0.02
 
-# key (tiny builder's family), rerank-serve --family, reference kind, old one-family builder
-FAMILIES: dict[str, tuple[str, str, str]] = {
-    "qwen3-reranker": ("qwen3-reranker", "qwen3", "build_tiny_qwen3_reranker.py"),
-    "mxbai": ("mxbai-rerank-v2", "mxbai", "build_tiny_mxbai_rerank_v2.py"),
-    "bge-gemma": ("bge-reranker-v2-gemma", "bge-gemma", "build_tiny_bge_reranker_v2_gemma.py"),
-    "jina-v3": ("jina-reranker-v3", "jina-v3", "build_tiny_jina_reranker_v3.py"),
+# key (tiny_models.py's family), rerank-serve --family, reference kind
+FAMILIES: dict[str, tuple[str, str]] = {
+    "qwen3-reranker": ("qwen3-reranker", "qwen3"),
+    "mxbai": ("mxbai-rerank-v2", "mxbai"),
+    "bge-gemma": ("bge-reranker-v2-gemma", "bge-gemma"),
+    "jina-v3": ("jina-reranker-v3", "jina-v3"),
 }
 NOT_BUILDABLE = {
     "qwen3-vl-reranker": "images: no tiny Qwen3-VL reranker can be built offline here (it needs "
@@ -84,15 +84,10 @@ def log(msg: str) -> None:
 
 
 def build_tiny(key: str, work: Path) -> Path:
-    """Build the tiny checkpoint of a family: the merged builder (tests/support/tiny_models.py,
-    FAMILY OUT_DIR, prints the path) where it exists, else the family's own script."""
-    merged = SUPPORT / "tiny_models.py"
+    """Build the tiny checkpoint of a family with tests/support/tiny_models.py FAMILY OUT_DIR."""
     out = work / "models" / key
-    if merged.exists():
-        proc = _py([str(merged), key, str(out)])
-    else:
-        proc = _py([str(SUPPORT / FAMILIES[key][2]), str(out)])
-    # Both print the directory they built (it may be a folder below OUT named for the model).
+    proc = _py([str(SUPPORT / "tiny_models.py"), key, str(out)])
+    # It prints the directory it built (it may be a folder below OUT named for the model).
     printed = [line for line in proc.stdout.strip().splitlines() if line.strip()]
     built = Path(printed[-1].strip()) if printed else out
     if not (built / "config.json").exists():
@@ -220,7 +215,7 @@ def compare(ways: dict[str, list[float]], expected: list[float]) -> dict[str, An
 
 
 def check_family(key: str, work: Path, logs: Path) -> dict[str, Any]:
-    family, kind, _ = FAMILIES[key]
+    family, kind = FAMILIES[key]
     row: dict[str, Any] = {"family": family}
     model = build_tiny(key, work)
     row["model"] = str(model)
