@@ -10,6 +10,13 @@ compares four ways in with the transformers reference of that family's official 
 - ``RerankClient`` (this package's client, defaults),
 - LlamaIndex ``VLLMRerank.postprocess_nodes`` and LangChain ``VLLMRerank.compress_documents``.
 
+The multimodal family (a tiny Qwen3-VL reranker) is checked with images instead: a text query
+over a list mixing captioned and bare images with text, through a plain post, ``RerankClient``
+(``ImageDocument``), LlamaIndex (``ImageNode``s among ``TextNode``s) and LangChain (``image`` in
+metadata); then an image query (image plus text) through a plain post and ``RerankClient``.
+The images are 256x256 PNGs, the image processor's smallest size, so that no resize can make
+the server's pixels differ from the reference's.
+
 Tolerance: |served - reference| <= ``TOLERANCE`` (0.02) for every document, a 16-bit budget
 (vLLM's ``--dtype auto`` serves these float32 checkpoints in float16, a real bf16 one in bf16;
 bf16 keeps 8 bits of mantissa; scores here are probabilities or cosines in [-1, 1], and vLLM's
@@ -56,13 +63,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "mxbai": ("mxbai-rerank-v2", "mxbai"),
     "bge-gemma": ("bge-reranker-v2-gemma", "bge-gemma"),
     "jina-v3": ("jina-reranker-v3", "jina-v3"),
+    "qwen3-vl-reranker": ("qwen3-vl-reranker", "qwen3-vl"),
 }
 NOT_BUILDABLE = {
-    "qwen3-vl-reranker": "images: no tiny Qwen3-VL reranker can be built offline here (it needs "
-    "Qwen3-VL's processor files - image processor, video processor, chat template with vision "
-    "tokens - which come only from the hub; tests/support has no builder for it)",
-    "jina-reranker-m0": "images: no tiny jina-reranker-m0 builder (Qwen2-VL based, hub-only "
-    "processor and remote code)",
+    "jina-reranker-m0": "images: no tiny jina-reranker-m0 builder (a Qwen2-VL body with "
+    "jina's own scoring head, whose reference recipe is its remote modeling code)",
     "st-v6-cross-encoder": "no tiny builder in tests/support",
     "qwen3-reranker-seq-cls": "no tiny builder in tests/support",
     "llama-nemotron-rerank": "no tiny builder in tests/support",
@@ -191,6 +196,128 @@ def ways_in(base_url: str, model: str, docs: list[str]) -> dict[str, list[float]
     return out
 
 
+def _png(seed: int) -> str:
+    """A 256x256 PNG (seeded pattern) as a data URL."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    img = Image.new("RGB", (256, 256))
+    img.putdata(
+        [
+            ((x * seed) % 256, (y * 3 + seed * 40) % 256, ((x + y) * seed) % 256)
+            for y in range(256)
+            for x in range(256)
+        ]
+    )
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def image_cases() -> list[tuple[str, Any, list[Any]]]:
+    """(name, query, documents): a document is a string or {"text", "images"} (reference form)."""
+    red, stripes = _png(1), _png(7)
+    docs = [
+        {"text": "A red square drawn on white paper.", "images": [red]},
+        DOCS[0],
+        {"text": None, "images": [stripes]},
+        DOCS[2],
+        DOCS[3],
+    ]
+    return [
+        ("text query, mixed list", QUERY, docs),
+        ("image query", {"text": "Find pictures like this one.", "images": [stripes]}, docs),
+    ]
+
+
+def _as_client_item(item: Any) -> Any:
+    from rerank_plugins.multimodal import ImageDocument
+
+    return item if isinstance(item, str) else ImageDocument(tuple(item["images"]), item["text"])
+
+
+def _as_content(item: Any) -> Any:
+    """What a third party posts: vLLM's {"content": [parts]}, images before text."""
+    if isinstance(item, str):
+        return item
+    parts: list[dict[str, Any]] = [
+        {"type": "image_url", "image_url": {"url": url}} for url in item["images"]
+    ]
+    if item["text"]:
+        parts.append({"type": "text", "text": item["text"]})
+    return {"content": parts}
+
+
+def image_ways_in(base_url: str, model: str, query: Any, docs: list[Any]) -> dict[str, list[float]]:
+    """Scores (in document order) of an image case through each way in that takes it."""
+    from langchain_core.documents import Document
+    from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
+
+    from rerank_plugins import RerankClient
+    from rerank_plugins.langchain import VLLMRerank as LangChainRerank
+    from rerank_plugins.llamaindex import VLLMRerank as LlamaIndexRerank
+
+    out: dict[str, list[float]] = {}
+    body = {
+        "model": model,
+        "query": _as_content(query),
+        "documents": [_as_content(d) for d in docs],
+    }
+    for route in ("/rerank", "/v1/rerank"):
+        resp = httpx.post(f"{base_url}{route}", json=body, timeout=120)
+        resp.raise_for_status()
+        got = {r["index"]: r["relevance_score"] for r in resp.json()["results"]}
+        out[f"httpx {route}"] = [got[i] for i in range(len(docs))]
+    with RerankClient(base_url, model=model) as client:
+        result = client.rerank(_as_client_item(query), [_as_client_item(d) for d in docs])
+    ours = {item.index: item.score for item in result}
+    out["RerankClient"] = [ours[i] for i in range(len(docs))]
+    if not isinstance(query, str):  # the adapters take a text query
+        return out
+    nodes = []
+    for i, d in enumerate(docs):
+        if isinstance(d, str):
+            nodes.append(NodeWithScore(node=TextNode(text=d, id_=str(i))))
+        else:
+            b64 = d["images"][0].split(",", 1)[1]
+            image = ImageNode(
+                image=b64, image_mimetype="image/png", text=d["text"] or "", id_=str(i)
+            )
+            nodes.append(NodeWithScore(node=image))
+    ranked = LlamaIndexRerank(base_url=base_url, model=model).postprocess_nodes(
+        nodes, query_bundle=QueryBundle(query)
+    )
+    if sum(isinstance(n.node, ImageNode) for n in ranked) != 2 or len(ranked) != len(docs):
+        raise AssertionError("LlamaIndex: the ImageNodes did not all come back as ImageNodes")
+    by_id = {n.node.node_id: n.score for n in ranked}
+    out["LlamaIndex VLLMRerank"] = [float(by_id[str(i)] or 0.0) for i in range(len(docs))]
+    documents = [
+        Document(page_content=d, metadata={"i": i})
+        if isinstance(d, str)
+        else Document(page_content=d["text"] or "", metadata={"i": i, "image": d["images"][0]})
+        for i, d in enumerate(docs)
+    ]
+    compressed = LangChainRerank(base_url=base_url, model=model).compress_documents(
+        documents, query
+    )
+    by_i = {d.metadata["i"]: d.metadata["relevance_score"] for d in compressed}
+    out["LangChain VLLMRerank"] = [float(by_i[i]) for i in range(len(docs))]
+    return out
+
+
+def check_images(base_url: str, name: str, model: Path) -> dict[str, Any]:
+    """Each image case against the reference; passed only if every way in of every case is."""
+    cases: dict[str, Any] = {}
+    for case, query, docs in image_cases():
+        expected = reference(
+            {"model": str(model), "kind": "qwen3-vl", "query": query, "documents": docs}
+        )
+        cases[case] = compare(image_ways_in(base_url, name, query, docs), expected)
+    return {"cases": cases, "passed": all(c["passed"] for c in cases.values())}
+
+
 def ref_payload(kind: str, model: Path, docs: list[str]) -> dict[str, Any]:
     if kind == "jina-v3":
         return {"model": str(model), "kind": kind, "query": QUERY, "documents": docs}
@@ -249,6 +376,10 @@ def check_family(key: str, work: Path, logs: Path) -> dict[str, Any]:
             ]
         )
         row["vllm_cmd"] = printed.stdout.strip().splitlines()[-1]
+        if kind == "qwen3-vl":
+            row["images"] = check_images(served.base_url or "", name, model)
+            row["passed"] = row["images"]["passed"]
+            return row
         expected = reference(ref_payload(kind, model, DOCS))
         row |= compare(ways_in(served.base_url or "", name, DOCS), expected)
         if key == "jina-v3":
@@ -343,8 +474,14 @@ def report(data: dict[str, Any]) -> str:
         "",
         f"Produced by `bash tests/gpu/run.sh` on {data['started']} in {data['seconds']:.0f} s. "
         f"GPU: {data['gpu']}. Versions: {data['versions']}. Project commit "
-        f"{data.get('commit') or '?'}.",
+        f"{data.get('commit') or '?'}. This run: {', '.join(data.get('runs') or [])}.",
         "",
+        *[
+            f"Rows of an earlier run (`--update`): {', '.join(run.get('runs') or [])} on "
+            f"{run.get('started')} in {run.get('seconds') or 0:.0f} s, commit "
+            f"{run.get('commit') or '?'}, versions {run.get('versions')}.\n"
+            for run in data.get("earlier_runs", [])
+        ],
         "Each family's tiny random-weight checkpoint is served with `rerank-serve`'s defaults "
         "(`rerank-serve MODEL --family F`: the family's flags and template, vLLM's `--dtype "
         "auto`, which serves a bf16 checkpoint in bf16 and a float32 one in float16), and each "
@@ -360,6 +497,12 @@ def report(data: dict[str, Any]) -> str:
         family = FAMILIES[key][0] if key in FAMILIES else key
         if "error" in row:
             lines.append(f"| {family} | | | failed: `{row['error'][:300]}` |||||| FAIL |")
+            continue
+        if "images" in row:
+            lines.append(
+                f"| {family} | {row.get('dtype') or '?'} | {row['ready_s']} | images: see "
+                f"below |||||| {'pass' if row['passed'] else 'FAIL'} |"
+            )
             continue
         errs = row["max_abs_error"]
         cells = " | ".join(
@@ -386,6 +529,26 @@ def report(data: dict[str, Any]) -> str:
             f"{'pass' if lw['passed'] else 'FAIL'}.",
             "",
         ]
+    vl = data["families"].get("qwen3-vl-reranker", {})
+    if "images" in vl:
+        ways = ("httpx /rerank", "httpx /v1/rerank", "RerankClient", "LlamaIndex VLLMRerank",
+                "LangChain VLLMRerank")  # fmt: skip
+        lines += [
+            "## Images: a tiny Qwen3-VL reranker",
+            "",
+            "Five documents: a captioned image, text, a bare image, text, Chinese text (256x256 "
+            "PNGs, sent inline as data URLs). The adapters take a text query only, so the image "
+            "query goes through a plain post and `RerankClient`. Reference: Qwen3-VL-Reranker's "
+            "recipe in transformers (float32, CPU). Largest |served - reference|:",
+            "",
+            "| case | " + " | ".join(ways) + " | result |",
+            "|---|" + "---|" * (len(ways) + 1),
+        ]
+        for case, got in vl["images"]["cases"].items():
+            errs = got["max_abs_error"]
+            cells = " | ".join(f"{errs[k]:.4f}" if k in errs else "n/a" for k in ways)
+            lines.append(f"| {case} | {cells} | {'pass' if got['passed'] else 'FAIL'} |")
+        lines += [""]
     cl = data.get("cluster", {})
     lines += ["## rerank-cluster: two replicas on one GPU", ""]
     if "skipped" in cl:
@@ -411,6 +574,12 @@ def main() -> int:
     parser.add_argument("--work", default=None, help="where tiny models and logs go")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--no-cluster", action="store_true")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the rows of OUT/gpu-check.json that this run does not redo (the host takes "
+        "commands of 10 minutes at most, so a full check is several runs)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -426,6 +595,16 @@ def main() -> int:
         "commit": os.environ.get("RERANK_COMMIT"),
         "families": {},
     }
+    earlier = out / "gpu-check.json"
+    if args.update and earlier.exists():
+        old = json.loads(earlier.read_text())
+        data["families"] = old.get("families", {})
+        if args.no_cluster and "cluster" in old:
+            data["cluster"] = old["cluster"]
+        data["earlier_runs"] = [
+            *old.get("earlier_runs", []),
+            {k: old.get(k) for k in ("started", "seconds", "commit", "versions", "runs")},
+        ]
     log(f"GPU {data['gpu']}; {data['versions']}")
     for key in [k for k in args.families.split(",") if k]:
         log(f"{key}: build, serve, compare")
@@ -437,6 +616,9 @@ def main() -> int:
         row = data["families"][key]
         log(f"  {key}: {json.dumps(row.get('max_abs_error') or row.get('error'))[:400]}")
         (out / "gpu-check.json").write_text(json.dumps(data, indent=1))
+    data["runs"] = [k for k in args.families.split(",") if k] + (
+        [] if args.no_cluster else ["cluster"]
+    )
     if not args.no_cluster:
         log("rerank-cluster, two replicas")
         try:

@@ -37,11 +37,22 @@ object on stdin, writes one on stdout:
       score = cosine of the projected (Linear, ReLU, Linear) last hidden states at a document's
       marker and at the query's. The scores depend on the whole list.
 
+    {"model": DIR, "kind": "qwen3-vl", "query": ITEM, "documents": [ITEM, ...],
+     "instruction": null}  ITEM: a string or {"text": str | null, "images": [data URL, ...]}
+        -> {"scores": [...], "num_tokens": [...]}
+    qwen3-vl: Qwen3-VL-Reranker's recipe (its format_mm_instruction through Qwen3-VL's chat
+      template): system prompt, "<Instruct>: I", "<Query>:" + query parts, "\n<Document>:" +
+      document parts, generation prompt; an item's images go before its text, each as
+      <|vision_start|><|image_pad|><|vision_end|> with the pad repeated once per merged patch
+      (the checkpoint's own image processor: grid t*h*w / merge_size^2). Score = P(yes) from the
+      "no"/"yes" logits at the last position of Qwen3VLForConditionalGeneration.
+
     {"model": DIR, "kind": "tokens", "texts": [...]} -> {"ids": [[...]], "counts": [...]}
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from typing import Any
@@ -263,6 +274,83 @@ def minilm_scores(req: dict[str, Any]) -> dict[str, Any]:
     return {"scores": scores, "num_tokens": counts}
 
 
+# Qwen3-VL-Reranker's recipe (Qwen3-VL-Embedding's qwen3_vl_reranker.py), kept apart from
+# rerank_plugins' template for the same reason as PREFIX above.
+VL_SYSTEM = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
+    'and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+)
+VL_DEFAULT_INSTRUCTION = "Given a search query, retrieve relevant candidates that answer the query."
+VL_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def _vl_item(item: str | dict[str, Any]) -> tuple[str, list[str]]:
+    """An item's text in the prompt (images first, then its text) and its image URLs."""
+    if isinstance(item, str):
+        return item, []
+    images = list(item.get("images") or [])
+    return VL_IMAGE * len(images) + (item.get("text") or ""), images
+
+
+def _decode_image(url: str) -> Any:
+    import base64
+    import io
+
+    from PIL import Image
+
+    head, _, data = url.partition(",")
+    if not head.startswith("data:image/") or not head.endswith(";base64"):
+        raise ValueError("the reference takes images as base64 data URLs only")
+    return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+
+
+def qwen3_vl_scores(req: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from transformers import AutoImageProcessor, AutoTokenizer, Qwen3VLForConditionalGeneration
+
+    path = req["model"]
+    tok = AutoTokenizer.from_pretrained(path)
+    images_in = AutoImageProcessor.from_pretrained(path)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
+    yes_id, no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    merge = int(images_in.merge_size) ** 2
+    query, query_images = _vl_item(req["query"])
+    instruction = req.get("instruction") or VL_DEFAULT_INSTRUCTION
+    scores: list[float] = []
+    counts: list[int] = []
+    for document in req["documents"]:
+        doc, doc_images = _vl_item(document)
+        text = (
+            f"{VL_SYSTEM}<|im_start|>user\n<Instruct>: {instruction}<Query>:{query}"
+            f"\n<Document>:{doc}<|im_end|>\n<|im_start|>assistant\n"
+        )
+        inputs: dict[str, Any] = {}
+        urls = query_images + doc_images
+        if urls:
+            pixels = images_in(images=[_decode_image(u) for u in urls], return_tensors="pt")
+            inputs = {
+                "pixel_values": pixels["pixel_values"],
+                "image_grid_thw": pixels["image_grid_thw"],
+            }
+            pieces = text.split("<|image_pad|>")
+            sizes = [int(thw.prod()) // merge for thw in pixels["image_grid_thw"]]
+            text = pieces[0] + "".join(
+                "<|image_pad|>" * n + rest for n, rest in zip(sizes, pieces[1:], strict=True)
+            )
+        ids = tok(text, return_tensors="pt", add_special_tokens=False)
+        if inputs and "mm_token_type_ids" in inspect.signature(model.forward).parameters:
+            # Newer transformers take the image positions for M-RoPE from the caller (1 = image).
+            image_id = model.config.image_token_id
+            inputs["mm_token_type_ids"] = (ids["input_ids"] == image_id).long()
+        with torch.no_grad():
+            out = model(**ids, **inputs)
+        logits = out.logits[0, -1].double()
+        pair = torch.stack([logits[no_id], logits[yes_id]])
+        scores.append(float(torch.softmax(pair, dim=0)[1]))
+        counts.append(int(ids["input_ids"].shape[1]))
+    return {"scores": scores, "num_tokens": counts}
+
+
 def token_ids(req: dict[str, Any]) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
@@ -280,6 +368,7 @@ def main() -> int:
         "mxbai": mxbai_scores,
         "bge-gemma": bge_gemma_scores,
         "jina-v3": jina_v3_scores,
+        "qwen3-vl": qwen3_vl_scores,
         "tokens": token_ids,
     }.get(kind)
     if compute is None:

