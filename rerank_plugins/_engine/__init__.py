@@ -20,9 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from ..config import RerankConfig
 from ..multimodal import for_text_only
 from ..telemetry import Instrument, instruments
 from ..types import DocumentInput, PreparedCall, ServerInfo, Usage
@@ -55,25 +52,16 @@ class DebugView:
 
 
 class Engine:
-    """Config, pools and what was learnt of the server; shared by a client's twins."""
+    """Config, pools and what was learnt of the server; shared by a client's twins.
 
-    def __init__(
-        self,
-        config: RerankConfig,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
-            raise TypeError(
-                "transport must be an httpx.AsyncBaseTransport (e.g. httpx.MockTransport or "
-                f"httpx.AsyncHTTPTransport), got {type(transport).__name__}; both clients run "
-                "their requests on an async I/O loop"
-            )
-        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
-            raise TypeError(f"http_client must be an httpx.AsyncClient, got {type(http_client)}")
-        self.config = config
+    Built over its I/O thread's pool, which holds the config and the caller's own
+    ``transport`` or ``http_client``, if any.
+    """
+
+    def __init__(self, io_pool: Pool) -> None:
+        self.config = config = io_pool.config
         self.info: ServerInfo | None = None
-        self.pools = Pools(Pool(config, transport, http_client))
+        self.pools = Pools(io_pool)
         self.run = self.pools.run  # what an async caller awaits (no frame of ours on home)
         self.io = self.pools.io  # where the sync twin blocks
         self._warn = WarnOnce()
