@@ -29,7 +29,7 @@ from .checks import CheckedCall
 from .context import CallContext, ProgressCallback, WarnOnce, gather_or_cancel
 from .http import send
 from .pools import Pool, Pools, PoolState
-from .routes import Endpoint, plan_batches, routing_key, served_usage
+from .routes import Endpoint, Scored, plan_batches, routing_key, served_usage
 from .truncation import Truncation
 from .wire import Batch
 
@@ -177,28 +177,27 @@ class Engine:
         scores: list[float | None] = await self._cache_guard.get(ctx, cache, keys)
         misses = [i for i, score in enumerate(scores) if score is None]
         ctx.scope.cache(len(keys) - len(misses), len(misses))
-        usage = Usage()
-        served = model
 
-        async def fetch(positions: list[int]) -> tuple[list[float], Usage, str]:
+        async def fetch(positions: list[int]) -> Scored:
             wanted = [sent[i] for i in positions]
             prepared = await self._truncation.prepare(ctx, query, wanted, instruction)
             uncut = endpoint.uncut()
             parts = await self._send_batches(ctx, uncut, prepared, wanted)
-            return (uncut.scores(parts, len(positions)), *served_usage(parts, ctx.model))
+            return Scored(uncut.scores(parts, len(positions)), *served_usage(parts, ctx.model))
 
+        usage, served = Usage(), model
         if misses:
-            fetched, usage, served = await fetch_once(ctx, keys, misses, fetch)
-            for i, score in zip(misses, fetched, strict=True):
+            fetched = await fetch_once(ctx, keys, misses, fetch)
+            for i, score in zip(misses, fetched.scores, strict=True):
                 scores[i] = score
-            found = {keys[i]: fetched[n] for n, i in enumerate(misses)}
+            usage, served = fetched.usage, fetched.model
+            found = {keys[i]: fetched.scores[n] for n, i in enumerate(misses)}
             if store:
                 await self._cache_guard.set(ctx, cache, found)
         elif ctx.on_progress is not None:
             ctx.on_progress(1, 1)
-        return endpoint.from_scores(
-            [s for s in scores if s is not None], docs, served, usage, ctx.request_id
-        )
+        every = Scored([s for s in scores if s is not None], usage, served)
+        return endpoint.from_scores(every, docs, ctx.request_id)
 
     async def _send_batches(
         self,
