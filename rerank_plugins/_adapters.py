@@ -2,6 +2,8 @@
 
 Policy lives here (what text to send, what to keep, when to fail open, what metadata a
 reranked copy carries); the adapters only translate their framework's objects to and from it.
+So are the fields both declare: :class:`AdapterMixin` is a pydantic model, as both frameworks'
+bases are (this module is imported by the adapter modules only; their extras bring pydantic).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import copy
 import dataclasses
 import difflib
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Generic, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .client import AsyncRerankClient, ClientOptions, RerankClient
 from .errors import (
@@ -23,15 +27,6 @@ from .errors import (
     RerankStatusError,
 )
 from .types import DocumentInput, RerankResult
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
-
-    # The mixin is typed as the pydantic model it is mixed into; at run time it is a plain
-    # class, so pydantic collects no fields from it.
-    _ModelBase = BaseModel
-else:
-    _ModelBase = object
 
 __all__ = [
     "ADDED_KEYS",
@@ -50,7 +45,6 @@ __all__ = [
     "client_setting_names",
     "document_text",
     "fall_back",
-    "missing_extra",
     "prepare_fields",
     "rerank",
     "rerank_metadata",
@@ -78,15 +72,6 @@ FAIL_OPEN_ERRORS: tuple[type[RerankError], ...] = (
     RerankStatusError,
     RerankResponseError,
 )
-
-
-def missing_extra(framework: str, extra: str, exc: ImportError) -> ImportError:
-    """The error an adapter module raises when its framework is not installed."""
-    error = ImportError(
-        f"rerank_plugins.{extra} needs {framework}: pip install 'rerank-plugins[{extra}]'"
-    )
-    error.__cause__ = exc
-    return error
 
 
 _CONNECTION_SETTINGS = ("base_url", "model", "api_key")
@@ -372,25 +357,31 @@ ADDED_KEYS = (RELEVANCE_SCORE_KEY, RETRIEVAL_SCORE_KEY, RANK_KEY, ORIGINAL_INDEX
 """Every metadata key an adapter may add to a copy."""
 
 
-class AdapterMixin(_ModelBase):
+Doc = TypeVar("Doc")  # what the framework reranks: a LangChain Document, a LlamaIndex node
+
+
+class AdapterMixin(BaseModel, Generic[Doc]):
     """What both adapter classes share; mixed in before the framework's pydantic base.
 
-    Construction from a client or its settings (checked by :func:`prepare_fields`), the
-    client's settings in ``repr`` and serialized dumps, the options of a call, copies with
-    another instruction, and the sync twin made on first sync use. The adapter declares the
-    fields named below, with its framework's ``Field`` descriptions.
+    The fields both declare, construction from a client or its settings (checked by
+    :func:`prepare_fields`), the client's settings in ``repr`` and serialized dumps, the
+    options of a call, copies with another instruction, and the sync twin made on first use.
     """
 
-    if TYPE_CHECKING:
-        top_n: int | None
-        score_threshold: float | None
-        min_keep: int
-        instruction: str | None
-        fail_open: bool
-        base_url: str
-        model: str | None
-        client: AsyncRerankClient
-        _sync_client: RerankClient | None
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    top_n: int | None = Field(default=None, description="Documents to return; None keeps all.")
+    score_threshold: float | None = Field(default=None, description="Drop documents below.")
+    min_keep: int = Field(default=1, description="Kept even when fewer pass the threshold.")
+    instruction: str | None = Field(default=None, description="Qwen3-Reranker instruction.")
+    fail_open: bool = Field(default=False, description="On server failure keep input order.")
+    text_fn: Callable[[Doc], str] | None = Field(
+        default=None, exclude=True, description="Builds the text sent for a document instead."
+    )
+    base_url: str = Field(description="Root URL of the vLLM server.")
+    model: str | None = Field(default=None, description="Served model name.")
+    client: AsyncRerankClient = Field(exclude=True, repr=False, description="Shared client.")
+    _sync_client: RerankClient | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -401,6 +392,16 @@ class AdapterMixin(_ModelBase):
         api_key: str | None = None,
         **kwargs: Any,
     ) -> None:
+        """An adapter over a shared client, or over one it builds from the client's settings.
+
+        Pass ``client=`` to share one :class:`~rerank_plugins.AsyncRerankClient` (the sync
+        paths use its ``to_sync()`` twin), or its settings: ``base_url``, ``model``,
+        ``api_key`` (else the ``RERANK_*`` environment variables) and every key of
+        :class:`~rerank_plugins.client.ClientOptions` (``timeout``, ``prompt_mode``,
+        ``max_batch_size``, ...). Passing ``client=`` with a setting the client does not have
+        raises :class:`~rerank_plugins.RerankConfigError` naming it. Any other unknown
+        keyword raises ``TypeError`` naming it (``topn`` -> "did you mean 'top_n'?").
+        """
         # The key lives only inside the client, so repr and serialized dumps never show it.
         kwargs.update(base_url=base_url, model=model, api_key=api_key)
         name = type(self).__name__

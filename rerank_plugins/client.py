@@ -10,13 +10,13 @@ thread, so input errors raise before anything is sent.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
 
 import httpx
 
 from ._engine import DebugView, Engine, ProgressCallback
 from ._engine.checks import CheckedCall, rerank_call, score_call
+from ._engine.pools import Pool
 from ._engine.routes import ScoreEndpoint
 from .config import Cert, ImagePolicy, LongDocuments, PromptMode, RerankConfig, Verify
 from .errors import RerankConfigError
@@ -77,7 +77,7 @@ class _ClientBase:
         if config is not None and (base_url or model or api_key or options):
             raise RerankConfigError("pass either config=... or individual settings, not both")
         config = config or RerankConfig.resolve(base_url, model, api_key, **options)
-        self._engine = Engine(config, transport, http_client)
+        self._engine = Engine(Pool(config, transport, http_client))
 
     @classmethod
     def _over(cls, engine: Engine) -> Self:
@@ -106,7 +106,7 @@ class _ClientBase:
         return {"config": self.config, "info": self._engine.info}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._engine = Engine(state["config"])
+        self._engine = Engine(Pool(state["config"]))
         self._engine.info = state["info"]  # frozen: safe to share
 
     def debug_view(self) -> DebugView:
@@ -150,12 +150,7 @@ class AsyncRerankClient(_ClientBase):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def server_info(self) -> ServerInfo:
@@ -226,12 +221,7 @@ class RerankClient(_ClientBase):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def server_info(self) -> ServerInfo:

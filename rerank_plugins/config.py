@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 from .errors import RerankConfigError
 
@@ -34,6 +34,15 @@ _LONG_DOCUMENTS: tuple[LongDocuments, ...] = get_args(LongDocuments)
 # vLLM's own --api-key check guards it (it guards nothing outside /v1 and /v2).
 ROUTES = ("/v2/rerank", "/rerank", "/v1/rerank")
 SCORE_ROUTES = ("/score", "/v1/score")
+# The settings an environment variable fills when the argument is not given (the table above).
+_FROM_ENVIRONMENT = {
+    "base_url": "RERANK_BASE_URL",
+    "model": "RERANK_MODEL",
+    "api_key": "RERANK_API_KEY",
+    "prompt_mode": "RERANK_PROMPT_MODE",
+    "images": "RERANK_IMAGES",
+    "long_documents": "RERANK_LONG_DOCUMENTS",
+}
 Verify = bool | str | ssl.SSLContext
 Cert = str | tuple[str, str]
 
@@ -170,29 +179,22 @@ class RerankConfig:
         base_url: str | None = None,
         model: str | None = None,
         api_key: str | None = None,
-        prompt_mode: PromptMode | None = None,
         **options: Any,
     ) -> RerankConfig:
         """Build a config from arguments, falling back to ``RERANK_*`` environment variables."""
-        base_url = base_url or os.environ.get("RERANK_BASE_URL")
-        if not base_url:
+        options.update(base_url=base_url, model=model, api_key=api_key)
+        for name, env in _FROM_ENVIRONMENT.items():
+            # None or "" means "not given": the environment variable, else the default.
+            value = options.pop(name, None) or os.environ.get(env)
+            if value:
+                options[name] = value
+        if "base_url" not in options:
             raise RerankConfigError(
                 "no server URL: pass base_url=... or set RERANK_BASE_URL "
                 "(start a server with: rerank-serve MODEL)"
             )
-        mode = prompt_mode or os.environ.get("RERANK_PROMPT_MODE") or "auto"
-        for name, env in (("images", "RERANK_IMAGES"), ("long_documents", "RERANK_LONG_DOCUMENTS")):
-            # None means "not given", as for the settings above: the env var, else the default.
-            value = options.pop(name, None) or os.environ.get(env)
-            if value:
-                options[name] = value
-        return cls(
-            base_url=base_url.rstrip("/"),
-            model=model or os.environ.get("RERANK_MODEL") or None,
-            api_key=api_key or os.environ.get("RERANK_API_KEY") or None,
-            prompt_mode=cast(PromptMode, mode),
-            **options,
-        )
+        options["base_url"] = options["base_url"].rstrip("/")
+        return cls(**options)
 
     @property
     def score_path(self) -> str:

@@ -1,21 +1,21 @@
 """LangChain adapter: ``VLLMRerank``, a document compressor over the shared rerank client.
 
-Needs the ``[langchain]`` extra. Policy (text, cuts, fail-open, metadata) is in ``_adapters``.
+Needs the ``[langchain]`` extra. This module maps LangChain's documents and callback events
+onto :mod:`._adapters`, which holds the policy (text, cuts, fail-open, metadata) and the
+fields both adapters declare.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Self
 
-from . import _adapters
-from ._adapters import RELEVANCE_SCORE_KEY, Placement
-from .client import AsyncRerankClient, RerankClient
+from ._extras import extra_imports
 from .errors import RerankInputError
 from .multimodal import ImageDocument
 from .types import DocumentInput
 
-try:
+with extra_imports("langchain-core", "langchain"):
     from langchain_core.callbacks import Callbacks
     from langchain_core.documents import BaseDocumentCompressor, Document
     from langchain_core.runnables.config import (
@@ -24,16 +24,10 @@ try:
         get_async_callback_manager_for_config,
         get_callback_manager_for_config,
     )
-    from pydantic import (
-        ConfigDict,
-        Field,
-        PrivateAttr,
-        SerializationInfo,
-        SerializerFunctionWrapHandler,
-        model_serializer,
-    )
-except ImportError as exc:  # pragma: no cover - exercised without the extra
-    raise _adapters.missing_extra("langchain-core", "langchain", exc) from exc
+    from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
+
+    from . import _adapters  # its AdapterMixin is a pydantic model
+    from ._adapters import RELEVANCE_SCORE_KEY, Placement
 
 __all__ = ["RELEVANCE_SCORE_KEY", "VLLMRerank"]
 
@@ -43,7 +37,7 @@ END_EVENT = "rerank_end"
 """Name of the custom event sent after it, also when it failed or failed open."""
 
 
-class VLLMRerank(_adapters.AdapterMixin, BaseDocumentCompressor):
+class VLLMRerank(_adapters.AdapterMixin[Document], BaseDocumentCompressor):
     """Rerank documents with a model served by vLLM (e.g. Qwen3-Reranker).
 
     Returns copies (same ``id``, all original metadata) with ``relevance_score``,
@@ -53,13 +47,8 @@ class VLLMRerank(_adapters.AdapterMixin, BaseDocumentCompressor):
     ``fail_open=True``; inputs are never silently dropped. Callback handlers get the custom
     events ``rerank_start`` and ``rerank_end`` once per call.
 
-    The client: pass ``client=`` to share one :class:`~rerank_plugins.AsyncRerankClient`
-    (the sync paths use its ``to_sync()`` twin), or its settings, from which the adapter
-    builds one: ``base_url``, ``model``, ``api_key`` (else the ``RERANK_*`` environment
-    variables) and every key of :class:`~rerank_plugins.client.ClientOptions` (``timeout``,
-    ``prompt_mode``, ``max_batch_size``, ...). Passing ``client=`` with a setting the client
-    does not have raises :class:`~rerank_plugins.RerankConfigError` naming it. Any other
-    unknown keyword raises ``TypeError`` naming it (``topn`` -> "did you mean 'top_n'?").
+    The client: ``client=`` shares one :class:`~rerank_plugins.AsyncRerankClient`, else the
+    adapter builds one from the client's settings (see ``__init__``).
 
     ``instruction`` is the adapter's: sent with every call unless the call passes its own,
     defaulting to the client's own. The client's settings show in ``repr`` and
@@ -67,23 +56,9 @@ class VLLMRerank(_adapters.AdapterMixin, BaseDocumentCompressor):
     API key never shows and is not dumped, nor are ``text_fn`` and non-JSON settings.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    top_n: int | None = Field(default=None, description="Documents to return; None keeps all.")
-    score_threshold: float | None = Field(default=None, description="Drop documents below.")
-    min_keep: int = Field(default=1, description="Kept even when fewer pass the threshold.")
-    instruction: str | None = Field(default=None, description="Qwen3-Reranker instruction.")
-    fail_open: bool = Field(default=False, description="On server failure keep input order.")
     metadata_keys: tuple[str, ...] = Field(
         default=(), description="Metadata sent before the content as 'key: value' lines."
     )
-    text_fn: Callable[[Document], str] | None = Field(
-        default=None, exclude=True, description="Builds the text sent for a document instead."
-    )
-    base_url: str = Field(description="Root URL of the vLLM server.")
-    model: str | None = Field(default=None, description="Served model name.")
-    client: AsyncRerankClient = Field(exclude=True, repr=False, description="Shared client.")
-    _sync_client: RerankClient | None = PrivateAttr(default=None)
 
     @model_serializer(mode="wrap")
     def _dump_with_settings(

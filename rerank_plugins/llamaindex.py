@@ -1,26 +1,25 @@
 """LlamaIndex adapter: ``VLLMRerank``, a node postprocessor over the shared rerank client.
 
-Needs the ``[llamaindex]`` extra. Policy (text, cuts, fail-open, metadata) is in ``_adapters``.
+Needs the ``[llamaindex]`` extra. Nodes in and out, LlamaIndex's two event systems
+(instrumentation and callbacks) and its serialization are this module's; the policy (text,
+cuts, fail-open, metadata) and the fields both adapters declare are :mod:`._adapters`'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _adapters
-from ._adapters import ADDED_KEYS, RETRIEVAL_SCORE_KEY, Placement
-from .client import AsyncRerankClient, RerankClient
+from ._extras import extra_imports
 from .errors import RerankInputError
 from .multimodal import ImageDocument
 from .types import DocumentInput
 
-try:
+with extra_imports("llama-index-core", "llamaindex"):
     from llama_index.core.bridge.pydantic import (
         Field,
-        PrivateAttr,
         SerializationInfo,
         SerializerFunctionWrapHandler,
         model_serializer,
@@ -38,8 +37,9 @@ try:
         NodeWithScore,
         QueryBundle,
     )
-except ImportError as exc:  # pragma: no cover - exercised without the extra
-    raise _adapters.missing_extra("llama-index-core", "llamaindex", exc) from exc
+
+    from . import _adapters  # its AdapterMixin is a pydantic model
+    from ._adapters import ADDED_KEYS, RETRIEVAL_SCORE_KEY, Placement
 
 __all__ = ["RETRIEVAL_SCORE_KEY", "VLLMRerank"]
 
@@ -55,7 +55,7 @@ class _Call:
     output: list[NodeWithScore] = field(default_factory=list)
 
 
-class VLLMRerank(_adapters.AdapterMixin, BaseNodePostprocessor):
+class VLLMRerank(_adapters.AdapterMixin[BaseNode], BaseNodePostprocessor):
     """Rerank retrieved nodes with a model served by vLLM (e.g. Qwen3-Reranker).
 
     Returns new ``NodeWithScore`` objects over copies of the nodes: ``score`` is the rerank
@@ -65,13 +65,8 @@ class VLLMRerank(_adapters.AdapterMixin, BaseNodePostprocessor):
     asked (fewer results than documents) is a :class:`~rerank_plugins.RerankResponseError`:
     raised, or failed open with ``fail_open=True``; inputs are never silently dropped.
 
-    The client: pass ``client=`` to share one :class:`~rerank_plugins.AsyncRerankClient`
-    (the sync paths use its ``to_sync()`` twin), or its settings, from which the adapter
-    builds one: ``base_url``, ``model``, ``api_key`` (else the ``RERANK_*`` environment
-    variables) and every key of :class:`~rerank_plugins.client.ClientOptions` (``timeout``,
-    ``prompt_mode``, ``max_batch_size``, ...). Passing ``client=`` with a setting the client
-    does not have raises :class:`~rerank_plugins.RerankConfigError` naming it. Any other
-    unknown keyword raises ``TypeError`` naming it (``topn`` -> "did you mean 'top_n'?").
+    The client: ``client=`` shares one :class:`~rerank_plugins.AsyncRerankClient`, else the
+    adapter builds one from the client's settings (see ``__init__``).
 
     ``instruction`` is the adapter's: sent with every call, defaulting to the client's own.
     The client's settings show in ``repr`` and are serialized by ``to_dict``/``to_json``, so
@@ -80,21 +75,9 @@ class VLLMRerank(_adapters.AdapterMixin, BaseNodePostprocessor):
     ``RERANK_API_KEY``), nor are ``text_fn``, ``callback_manager`` and non-JSON settings.
     """
 
-    top_n: int | None = Field(default=None, description="Nodes to return; None keeps all.")
-    score_threshold: float | None = Field(default=None, description="Drop nodes scoring below.")
-    min_keep: int = Field(default=1, description="Kept even when fewer pass the threshold.")
-    instruction: str | None = Field(default=None, description="Qwen3-Reranker instruction.")
-    fail_open: bool = Field(default=False, description="On server failure keep input order.")
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED, description="Which metadata goes into the text sent."
     )
-    text_fn: Callable[[BaseNode], str] | None = Field(
-        default=None, exclude=True, description="Builds the text sent for a node instead."
-    )
-    base_url: str = Field(description="Root URL of the vLLM server.")
-    model: str | None = Field(default=None, description="Served model name.")
-    client: AsyncRerankClient = Field(exclude=True, repr=False, description="Shared client.")
-    _sync_client: RerankClient | None = PrivateAttr(default=None)
 
     @model_serializer(mode="wrap")
     def custom_model_dump(

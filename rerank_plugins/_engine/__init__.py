@@ -20,9 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from ..config import RerankConfig
 from ..multimodal import for_text_only
 from ..telemetry import Instrument, instruments
 from ..types import DocumentInput, PreparedCall, ServerInfo, Usage
@@ -32,7 +29,7 @@ from .checks import CheckedCall
 from .context import CallContext, ProgressCallback, WarnOnce, gather_or_cancel
 from .http import send
 from .pools import Pool, Pools, PoolState
-from .routes import Endpoint, plan_batches, routing_key, served_usage
+from .routes import Endpoint, Scored, plan_batches, routing_key, served_usage
 from .truncation import Truncation
 from .wire import Batch
 
@@ -55,25 +52,16 @@ class DebugView:
 
 
 class Engine:
-    """Config, pools and what was learnt of the server; shared by a client's twins."""
+    """Config, pools and what was learnt of the server; shared by a client's twins.
 
-    def __init__(
-        self,
-        config: RerankConfig,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
-            raise TypeError(
-                "transport must be an httpx.AsyncBaseTransport (e.g. httpx.MockTransport or "
-                f"httpx.AsyncHTTPTransport), got {type(transport).__name__}; both clients run "
-                "their requests on an async I/O loop"
-            )
-        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
-            raise TypeError(f"http_client must be an httpx.AsyncClient, got {type(http_client)}")
-        self.config = config
+    Built over its I/O thread's pool, which holds the config and the caller's own
+    ``transport`` or ``http_client``, if any.
+    """
+
+    def __init__(self, io_pool: Pool) -> None:
+        self.config = config = io_pool.config
         self.info: ServerInfo | None = None
-        self.pools = Pools(Pool(config, transport, http_client))
+        self.pools = Pools(io_pool)
         self.run = self.pools.run  # what an async caller awaits (no frame of ours on home)
         self.io = self.pools.io  # where the sync twin blocks
         self._warn = WarnOnce()
@@ -189,28 +177,27 @@ class Engine:
         scores: list[float | None] = await self._cache_guard.get(ctx, cache, keys)
         misses = [i for i, score in enumerate(scores) if score is None]
         ctx.scope.cache(len(keys) - len(misses), len(misses))
-        usage = Usage()
-        served = model
 
-        async def fetch(positions: list[int]) -> tuple[list[float], Usage, str]:
+        async def fetch(positions: list[int]) -> Scored:
             wanted = [sent[i] for i in positions]
             prepared = await self._truncation.prepare(ctx, query, wanted, instruction)
             uncut = endpoint.uncut()
             parts = await self._send_batches(ctx, uncut, prepared, wanted)
-            return (uncut.scores(parts, len(positions)), *served_usage(parts, ctx.model))
+            return Scored(uncut.scores(parts, len(positions)), *served_usage(parts, ctx.model))
 
+        usage, served = Usage(), model
         if misses:
-            fetched, usage, served = await fetch_once(ctx, keys, misses, fetch)
-            for i, score in zip(misses, fetched, strict=True):
+            fetched = await fetch_once(ctx, keys, misses, fetch)
+            for i, score in zip(misses, fetched.scores, strict=True):
                 scores[i] = score
-            found = {keys[i]: fetched[n] for n, i in enumerate(misses)}
+            usage, served = fetched.usage, fetched.model
+            found = {keys[i]: fetched.scores[n] for n, i in enumerate(misses)}
             if store:
                 await self._cache_guard.set(ctx, cache, found)
         elif ctx.on_progress is not None:
             ctx.on_progress(1, 1)
-        return endpoint.from_scores(
-            [s for s in scores if s is not None], docs, served, usage, ctx.request_id
-        )
+        every = Scored([s for s in scores if s is not None], usage, served)
+        return endpoint.from_scores(every, docs, ctx.request_id)
 
     async def _send_batches(
         self,

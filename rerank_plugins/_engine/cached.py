@@ -15,14 +15,15 @@ from ..config import RerankConfig
 from ..multimodal import to_score_input
 from ..types import DocumentInput, ServerInfo, Usage
 from .context import CallContext, WarnOnce
+from .routes import Scored
 
 __all__ = ["CACHE_PAUSE_SECONDS", "CacheGuard", "document_identity", "fetch_once", "pair_keys"]
 
 # How long a cache that just failed is left alone before it is tried again.
 CACHE_PAUSE_SECONDS = 1.0
 
-# Scores of the given positions, the usage they cost, and the model that served them.
-Fetch = Callable[[list[int]], Awaitable[tuple[list[float], Usage, str]]]
+# The scores of the given positions.
+Fetch = Callable[[list[int]], Awaitable[Scored]]
 
 
 # -- keys (pure) -------------------------------------------------------------------------------
@@ -123,9 +124,7 @@ class CacheGuard:
 # -- concurrent identical misses: one request ------------------------------------------------
 
 
-async def fetch_once(
-    ctx: CallContext, keys: list[str], misses: list[int], fetch: Fetch
-) -> tuple[list[float], Usage, str]:
+async def fetch_once(ctx: CallContext, keys: list[str], misses: list[int], fetch: Fetch) -> Scored:
     """Scores of the missed pairs through ``fetch``; a pair another call fetches is awaited.
 
     A pair whose fetching call was cancelled is fetched here after all.
@@ -179,7 +178,7 @@ async def fetch_once(
         more, more_usage, _ = await fetch_once(ctx, keys, refetch, fetch)
         scores.update(zip(refetch, more, strict=True))
         usage += more_usage
-    return [scores[i] for i in misses], usage, served
+    return Scored([scores[i] for i in misses], usage, served)
 
 
 def _retrieve(future: asyncio.Future[float]) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from ..types import Chunk, ChunkedRerankItem, DocumentInput, RerankResult, ScoreResult
-from .routes import Endpoint
+from .routes import Endpoint, Scored
 
 __all__ = ["OVERLAP", "ChunkPlan", "finish", "merge", "plan", "score_of_pieces", "split", "windows"]
 
@@ -156,7 +156,6 @@ def finish(
     """
     result_of_pieces = cast(RerankResult | ScoreResult, scored)
     best, chosen = plan.best(score_of_pieces(result_of_pieces, len(plan.pieces)), len(documents))
-    result = endpoint.from_scores(
-        best, documents, result_of_pieces.model, result_of_pieces.usage, request_id
-    )
+    pieces = Scored(best, result_of_pieces.usage, result_of_pieces.model)
+    result = endpoint.from_scores(pieces, documents, request_id)
     return merge(result, chosen)

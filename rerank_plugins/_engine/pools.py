@@ -112,6 +112,14 @@ class Pool:
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError(
+                "transport must be an httpx.AsyncBaseTransport (e.g. httpx.MockTransport or "
+                f"httpx.AsyncHTTPTransport), got {type(transport).__name__}; both clients run "
+                "their requests on an async I/O loop"
+            )
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise TypeError(f"http_client must be an httpx.AsyncClient, got {type(http_client)}")
         self.config = config
         self._transport = transport
         self._user_http = http_client

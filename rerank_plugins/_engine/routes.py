@@ -11,7 +11,7 @@ import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from ..types import DocumentInput, PreparedCall, RerankItem, RerankResult, ScoreResult, Usage
 from .wire import Batch, parse_rerank_batch, parse_score_batch, rerank_payload, score_payload
@@ -20,6 +20,7 @@ __all__ = [
     "Endpoint",
     "RerankEndpoint",
     "ScoreEndpoint",
+    "Scored",
     "merge_rankings",
     "plan_batches",
     "routing_key",
@@ -53,6 +54,14 @@ def merge_rankings(parts: Iterable[list[RerankItem]], top_n: int | None) -> tupl
 
 _INDEX = operator.itemgetter(0)
 _SCORE = operator.itemgetter(1)
+
+
+class Scored(NamedTuple):
+    """Scores in the documents' order, the usage they cost and the model that served them."""
+
+    scores: Sequence[float]
+    usage: Usage
+    model: str
 
 
 def served_usage(parts: Sequence[tuple[Any, Usage, str | None]], model: str) -> tuple[Usage, str]:
@@ -93,15 +102,11 @@ class RerankEndpoint:
         return [by_index[i] for i in range(count)]
 
     def from_scores(
-        self,
-        scores: Sequence[float],
-        originals: Sequence[DocumentInput],
-        model: str,
-        usage: Usage,
-        request_id: str,
+        self, scored: Scored, originals: Sequence[DocumentInput], request_id: str
     ) -> RerankResult:
-        items = [RerankItem(i, s, originals[i]) for i, s in enumerate(scores)]
-        return RerankResult(merge_rankings([items], self.top_n), model, usage, request_id)
+        items = [RerankItem(i, s, originals[i]) for i, s in enumerate(scored.scores)]
+        ranking = merge_rankings([items], self.top_n)
+        return RerankResult(ranking, scored.model, scored.usage, request_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +137,9 @@ class ScoreEndpoint:
         return [s for part in parts for s in part[0]]
 
     def from_scores(
-        self,
-        scores: Sequence[float],
-        originals: Sequence[DocumentInput],
-        model: str,
-        usage: Usage,
-        request_id: str,
+        self, scored: Scored, originals: Sequence[DocumentInput], request_id: str
     ) -> ScoreResult:
-        return ScoreResult(tuple(scores), model, usage, request_id)
+        return ScoreResult(tuple(scored.scores), scored.model, scored.usage, request_id)
 
 
 # What differs between rerank and score; the engine's flow is the same for both. Each has

@@ -33,6 +33,19 @@ from .run import compare_runs, evaluate_reranking
 __all__ = ["main"]
 
 
+# Client options the command passes on when given: (option name, type, help).
+_CLIENT_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("max_batch_size", int, "documents per request (client option)"),
+    ("max_concurrency", int, "requests in flight per query"),
+    (
+        "max_connections",
+        int,
+        "requests in flight at the server, across queries (client option, default 16)",
+    ),
+    ("timeout", float, "seconds per request (client option)"),
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rerank-evaluate",
@@ -86,14 +99,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="at most N queries in flight (default: all; the client's pool bounds the requests)",
     )
-    p.add_argument("--max-batch-size", type=int, help="documents per request (client option)")
-    p.add_argument("--max-concurrency", type=int, help="requests in flight per query")
-    p.add_argument(
-        "--max-connections",
-        type=int,
-        help="requests in flight at the server, across queries (client option, default 16)",
-    )
-    p.add_argument("--timeout", type=float, help="seconds per request (client option)")
+    for name, kind, help_text in _CLIENT_OPTIONS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)
     p.add_argument(
         "--gain",
         choices=GAINS,
@@ -133,7 +140,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
             modes: list[str | None] = list(args.prompt_mode or [None])
             settings = [RerankSetting(i, m) for i, m in itertools.product(instructions, modes)]
             options: dict[str, Any] = {}
-            for name in ("max_batch_size", "max_concurrency", "max_connections", "timeout"):
+            for name, _, _ in _CLIENT_OPTIONS:
                 if getattr(args, name) is not None:
                     options[name] = getattr(args, name)
             evaluation = evaluate_reranking(

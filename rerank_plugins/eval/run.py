@@ -31,14 +31,23 @@ from .trec import read_trec_run
 __all__ = ["aevaluate_reranking", "compare_runs", "evaluate_reranking", "first_stage_bm25"]
 
 
-def _score(
-    systems: Sequence[System],
+def _evaluate(
+    name: str,
+    systems: list[System],
     qrels: Mapping[str, Mapping[str, int]],
-    queries: Sequence[str],
+    queries: list[str],
     depth: int,
     gain: Gain,
     rounds: int,
-) -> tuple[list[str], list[tuple[str, str, dict[str, PairedComparison]]]]:
+    notes: list[str] | None = None,
+    *,
+    reranked: bool = True,
+) -> Evaluation:
+    """The evaluation of ``systems``: each scored with bootstrap intervals, then compared.
+
+    Every system after the first is compared with the first (the baseline), and each pair of
+    them with each other.
+    """
     metrics = [f"ndcg@{CUTOFF}", f"mrr@{CUTOFF}", f"recall@{CUTOFF}"]
     if depth != CUTOFF:
         metrics.append(f"recall@{depth}")
@@ -54,11 +63,9 @@ def _score(
             m: bootstrap_mean([system.per_query[q][m] for q in queries], rounds=rounds)
             for m in metrics
         }
-    comparisons = []
-    base = systems[0]
-    pairs = [(base, s) for s in systems[1:]]
-    reranked = [s for s in systems[1:] if s.setting is not None]
-    pairs += list(itertools.combinations(reranked, 2))
+    comparisons: list[tuple[str, str, dict[str, PairedComparison]]] = []
+    base, others = systems[0], systems[1:]
+    pairs = [(base, s) for s in others] + list(itertools.combinations(others, 2))
     for a, b in pairs:
         comparisons.append(
             (
@@ -74,7 +81,9 @@ def _score(
                 },
             )
         )
-    return metrics, comparisons
+    return Evaluation(
+        name, queries, depth, gain, metrics, systems, comparisons, notes or [], reranked=reranked
+    )
 
 
 def first_stage_bm25(
@@ -219,17 +228,8 @@ async def aevaluate_reranking(
                 f"({share:.0%} CJK characters): its scores say little about relevance here"
             )
         systems.append(system)
-    metrics, comparisons = _score(systems, collection.qrels, queries, depth, gain, rounds)
-    evaluation = Evaluation(
-        f"{collection.name} ({collection.source})",
-        queries,
-        depth,
-        gain,
-        metrics,
-        systems,
-        comparisons,
-        notes,
-    )
+    name = f"{collection.name} ({collection.source})"
+    evaluation = _evaluate(name, systems, collection.qrels, queries, depth, gain, rounds, notes)
     write_runs(systems, Path(out_dir) if out_dir is not None else None, evaluation)
     return evaluation
 
@@ -265,19 +265,5 @@ def compare_runs(
         ranked = read_trec_run(path)
         run = {q: [(d, float(-r)) for r, d in enumerate(ranked.get(q, []))] for q in queries}
         systems.append(System(Path(path).name, run, slug=f"run-{n}"))
-    # Every run after the first is compared with it, and the pairs among them with each other.
-    for system in systems[1:]:
-        system.setting = RerankSetting()
-    metrics, comparisons = _score(systems, qrels, queries, depth, gain, rounds)
-    for system in systems[1:]:
-        system.setting = None
-    return Evaluation(
-        f"qrels {Path(qrels_path).name}",
-        queries,
-        depth,
-        gain,
-        metrics,
-        systems,
-        comparisons,
-        reranked=False,
-    )
+    name = f"qrels {Path(qrels_path).name}"
+    return _evaluate(name, systems, qrels, queries, depth, gain, rounds, reranked=False)
