@@ -70,15 +70,23 @@ def document_identity(document: DocumentInput) -> str:
 
 
 class CacheGuard:
-    """Lookups and stores that never fail a call, and the pause after a failure."""
+    """Lookups and stores that never fail a call, and the pause after a failure.
 
-    def __init__(self, warn: WarnOnce) -> None:
+    ``clock`` (seconds, never going back) times the pause; by default the running loop's
+    clock. Tests pass their own to step past a pause without sleeping through it.
+    """
+
+    def __init__(self, warn: WarnOnce, *, clock: Callable[[], float] | None = None) -> None:
         self._warn = warn
-        self._down_until = 0.0  # loop time until which the cache is left alone
+        self._clock = clock
+        self._down_until = 0.0  # clock time until which the cache is left alone
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
     def paused(self) -> bool:
         """Whether the cache failed a moment ago and is left alone for now."""
-        return asyncio.get_running_loop().time() < self._down_until
+        return self._now() < self._down_until
 
     async def get(self, ctx: CallContext, cache: ScoreCache, keys: list[str]) -> list[float | None]:
         """The stored score of each key; None for a miss, or for all when the cache failed."""
@@ -109,7 +117,7 @@ class CacheGuard:
         ctx.scope.cache_error()
         # Leave a failing cache alone for a second, so that a dead Redis costs one call in a
         # second its timeout rather than every call.
-        self._down_until = asyncio.get_running_loop().time() + CACHE_PAUSE_SECONDS
+        self._down_until = self._now() + CACHE_PAUSE_SECONDS
         self._warn(
             "cache",
             "rerank_plugins: cache %s failed (%s: %s) on %r; calls go to the server until it "

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from langchain_core.documents import Document
 from llama_index.core.schema import NodeWithScore, TextNode
-from support.fault_proxy import RERANK_PATHS, FaultProxy
+from support.fault_proxy import RERANK_PATHS, FaultProxy, wait_until
 
 from rerank_plugins import (
     AsyncRerankClient,
@@ -30,8 +30,12 @@ from rerank_plugins import (
 from rerank_plugins.langchain import VLLMRerank as LangChainRerank
 from rerank_plugins.llamaindex import VLLMRerank as LlamaIndexRerank
 
-SLACK = 0.5
 DEADLINE = 3.0
+# Seconds an adapter call may run past its deadline (scheduling on a loaded 2-core machine).
+# The stall holds a request until the client leaves and the trickle for 12 s, so an adapter
+# whose client ignored the deadline still fails the bound; the typed error (or the fail-open
+# fallback) and the proxy seeing the client hang up prove the mechanism.
+GRACE = 3.0
 QUERY = "What is the capital of France?"
 DOCS = [
     "Bananas are yellow and rich in potassium.",
@@ -73,7 +77,7 @@ FAULTS: dict[str, tuple[Any, type[RerankError]]] = {
     "nan-score": (lambda p: p.replace_body(_nan_first, RERANK_PATHS), RerankResponseError),
     "fewer-results": (lambda p: p.replace_body(_drop_last, RERANK_PATHS), RerankResponseError),
     "stall": (lambda p: p.stall(RERANK_PATHS), RerankTimeoutError),
-    "trickle": (lambda p: p.trickle(RERANK_PATHS, give_up_after=8), RerankTimeoutError),
+    "trickle": (lambda p: p.trickle(RERANK_PATHS, give_up_after=12), RerankTimeoutError),
 }
 
 
@@ -215,7 +219,9 @@ def test_adapter_under_fault(proxy, minilm_server, ledger, framework, mode, faul
     finally:
         elapsed = time.monotonic() - start
         ledger.over_deadline(f"adapters/{fault}", elapsed, DEADLINE)
-    assert elapsed <= DEADLINE + SLACK, f"{elapsed:.2f}s for a deadline of {DEADLINE}s"
+    assert elapsed <= DEADLINE + GRACE, f"{elapsed:.2f}s for a deadline of {DEADLINE}s"
+    if error is RerankTimeoutError:  # the deadline cut the request: the client hung up
+        assert wait_until(lambda: proxy.stats.abandoned_on(RERANK_PATHS) >= 1), proxy.stats
     assert _dump(inputs) == before, "the caller's inputs changed"
     if fail_open:
         assert raised is None, f"fail_open=True raised {raised!r}"

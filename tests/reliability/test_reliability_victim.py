@@ -23,7 +23,10 @@ from rerank_plugins import (
     RerankTimeoutError,
 )
 
-SLACK = 0.5
+# Seconds a call may run past its deadline (scheduling on a loaded 2-core machine). A stopped
+# server holds a request for the whole ``timeout`` (30 s here), so a client that ignored its
+# deadline still fails the bound; the typed error naming the deadline proves the mechanism.
+GRACE = 3.0
 QUERY = "What is the capital of France?"
 DOCS = [
     "Paris is the capital of France.",
@@ -135,7 +138,9 @@ def test_sigstop_is_a_timeout_within_the_deadline(victim, ledger, mode):
     ledger.case("victim")
     ledger.typed("victim", info.value)
     ledger.over_deadline(f"victim/sigstop/{mode}", elapsed, deadline)
-    assert elapsed <= deadline + SLACK, f"{elapsed:.2f}s for a deadline of {deadline}s"
+    assert elapsed <= deadline + GRACE, f"{elapsed:.2f}s for a deadline of {deadline}s"
+    # Ended by the deadline while waiting on the server, not by the 30 s request timeout.
+    assert f"deadline of {deadline:g}s passed during " in str(info.value), info.value
 
 
 def test_restart_same_sync_client_works_again(victim, ledger):

@@ -24,8 +24,10 @@ It also serves as a plain-HTTP forward proxy: a request whose target is an absol
 a client configured with ``proxy=`` or ``HTTP_PROXY`` sends) goes to that URL, and
 ``proxy.stats.forwarded`` counts it.
 
-``proxy.stats`` counts connections accepted, open, peak open, requests per path and faults
-fired; ``proxy.clear()`` disarms every fault and ``proxy.reset_stats()`` zeroes the counters.
+``proxy.stats`` counts connections accepted, open, peak open, requests per path, faults
+fired, and requests whose client went away while a stall, trickle or delay held the answer
+(``stats.abandoned``: a client's deadline seen from the server's side). ``proxy.clear()``
+disarms every fault and ``proxy.reset_stats()`` zeroes the counters.
 ``proxy.stop()`` closes every connection, stops the loop and joins the thread.
 """
 
@@ -106,14 +108,29 @@ class ProxyStats:
     requests: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     forwarded: int = 0  # requests with an absolute URL (as to a forward proxy)
+    # Requests per path whose client closed the connection while a fault held the answer
+    # (not those the proxy itself gave up on, nor those cut by the proxy's stop).
+    abandoned: Counter[str] = field(default_factory=Counter)
 
     def hits(self, paths: str | tuple[str, ...]) -> int:
         """Requests seen on ``paths`` (one path or several, e.g. every rerank route)."""
-        return sum(self.requests[p] for p in ((paths,) if isinstance(paths, str) else paths))
+        return sum(self.requests[p] for p in _paths(paths))
+
+    def abandoned_on(self, paths: str | tuple[str, ...]) -> int:
+        """Requests on ``paths`` whose client went away while a fault held the answer."""
+        return sum(self.abandoned[p] for p in _paths(paths))
+
+
+def _paths(paths: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (paths,) if isinstance(paths, str) else paths
 
 
 class _Stop(Exception):
     """Raised inside a connection handler to drop the connection."""
+
+
+class _ClientLeft(_Stop):
+    """The client closed the connection while a fault held its answer."""
 
 
 class FaultProxy:
@@ -315,6 +332,16 @@ class FaultProxy:
     async def _serve(
         self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
+        try:
+            return await self._serve_one(request, reader, writer)
+        except _ClientLeft:
+            with self._lock:
+                self.stats.abandoned[request.path] += 1
+            raise _Stop from None
+
+    async def _serve_one(
+        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         fault = self._pick(request.path)
         kind = fault.kind if fault else None
         if fault is not None and kind == "reset":
@@ -329,9 +356,10 @@ class FaultProxy:
             raise _Stop
         if fault is not None and kind == "stall":
             # Until the client goes away (EOF) or the proxy stops; never a byte back.
-            while await reader.read(65536):
-                pass
-            raise _Stop
+            with contextlib.suppress(ConnectionError):  # a reset is going away too
+                while await reader.read(65536):
+                    pass
+            raise _ClientLeft
         if fault is not None and kind == "status":
             body = json.dumps(
                 {"error": {"message": f"fault proxy: {fault.status_code}", "type": "fault"}}
@@ -343,6 +371,8 @@ class FaultProxy:
             return request.keep_alive
         if fault is not None and kind == "delay":
             await asyncio.sleep(fault.interval)
+            if reader.at_eof():
+                raise _ClientLeft  # nobody to answer: the client gave up during the delay
         status, headers, body = await self._forward(request)
         if fault is not None and kind == "body" and status == 200:
             try:
@@ -458,11 +488,14 @@ async def _write_response(
             writer.transport.abort()  # bounds a test against a client that never gives up
             raise _Stop
         writer.write(body[start : start + chunk])
-        await writer.drain()
+        try:
+            await writer.drain()
+        except ConnectionError:
+            raise _ClientLeft from None
         if start + chunk < len(body):
             await asyncio.sleep(interval)
         if reader is not None and reader.at_eof():
-            raise _Stop  # the client gave up
+            raise _ClientLeft
 
 
 def _replaced(body: bytes, replacement: BodyReplacement | None) -> bytes:
