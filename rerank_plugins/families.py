@@ -141,8 +141,9 @@ FAMILIES: Mapping[str, Family] = {
             architecture="Qwen3ForSequenceClassification",
             hf_overrides=QWEN3_RERANKER_HF_OVERRIDES,
             template="qwen3_reranker.jinja",
-            # More tokens a step than vLLM's 8,192: +8.9% documents/s on one H100 (4B shape,
-            # 262 tokens a pair); still above the model's 40,960-token window.
+            # More tokens a step than vLLM's 8,192: +5.3% and +8.9% documents/s on one H100 in two
+            # sweeps (4B shape, 262 tokens a pair; bench/RESULTS-gpu.md); 16,384 and 32,768 gain
+            # less. Still above the model's 40,960-token window.
             gpu_args=("--max-num-batched-tokens", "65536"),
             models=(
                 "Qwen/Qwen3-Reranker-0.6B",
