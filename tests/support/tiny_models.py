@@ -45,7 +45,7 @@ import random
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,20 +120,21 @@ class Recipe:
     version: int = 1
 
 
+QWEN3 = Recipe(
+    dir_name="tiny-qwen3-reranker",
+    seed=1234,
+    en_lines=4000,
+    zh_lines=2000,
+    prompt=QWEN3_PROMPT,
+    extra_lines=YES_NO_LINES,
+    vocab_size=3000,
+    single_tokens=("yes", "no"),
+    config_class="Qwen3Config",
+    model_class="Qwen3ForCausalLM",
+    config={**SMALL_LM, "num_key_value_heads": 2, "head_dim": 32, "tie_word_embeddings": False},
+)
 FAMILIES: dict[str, Recipe] = {
-    "qwen3-reranker": Recipe(
-        dir_name="tiny-qwen3-reranker",
-        seed=1234,
-        en_lines=4000,
-        zh_lines=2000,
-        prompt=QWEN3_PROMPT,
-        extra_lines=YES_NO_LINES,
-        vocab_size=3000,
-        single_tokens=("yes", "no"),
-        config_class="Qwen3Config",
-        model_class="Qwen3ForCausalLM",
-        config={**SMALL_LM, "num_key_value_heads": 2, "head_dim": 32, "tie_word_embeddings": False},
-    ),
+    "qwen3-reranker": QWEN3,
     "mxbai": Recipe(
         dir_name="tiny-mxbai-rerank-base-v2",
         seed=4321,
@@ -189,16 +190,12 @@ FAMILIES: dict[str, Recipe] = {
         },
         jina_markers=True,
     ),
-    "qwen3-vl-reranker": Recipe(
+    # Qwen3-Reranker's tokenizer recipe with the vision tokens, on a Qwen3-VL body.
+    "qwen3-vl-reranker": replace(
+        QWEN3,
         dir_name="tiny-qwen3-vl-reranker",
         seed=2024,
         specials=QWEN_SPECIALS + VISION_SPECIALS,
-        en_lines=4000,
-        zh_lines=2000,
-        prompt=QWEN3_PROMPT,
-        extra_lines=YES_NO_LINES,
-        vocab_size=3000,
-        single_tokens=("yes", "no"),
         config_class="Qwen3VLConfig",
         model_class="Qwen3VLForConditionalGeneration",
         # head_dim 64: M-RoPE splits its 32 rotary pairs over time, height and width.
