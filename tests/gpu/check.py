@@ -66,8 +66,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "qwen3-vl-reranker": ("qwen3-vl-reranker", "qwen3-vl"),
 }
 NOT_BUILDABLE = {
-    "jina-reranker-m0": "images: no tiny jina-reranker-m0 builder (a Qwen2-VL body with "
-    "jina's own scoring head, whose reference recipe is its remote modeling code)",
+    "jina-reranker-m0": "images: no tiny builder. Its scoring recipe is jina's remote "
+    "modeling.py, which cannot be read offline; the only other account of it is vLLM's own port "
+    "(images in reverse order, token 100 appended, a two-layer head), so a check could only "
+    "compare vLLM with itself",
     "st-v6-cross-encoder": "no tiny builder in tests/support",
     "qwen3-reranker-seq-cls": "no tiny builder in tests/support",
     "llama-nemotron-rerank": "no tiny builder in tests/support",
