@@ -13,7 +13,8 @@ compares four ways in with the transformers reference of that family's official 
 The multimodal family (a tiny Qwen3-VL reranker) is checked with images instead: a text query
 over a list mixing captioned and bare images with text, through a plain post, ``RerankClient``
 (``ImageDocument``), LlamaIndex (``ImageNode``s among ``TextNode``s) and LangChain (``image`` in
-metadata); then an image query (image plus text) through a plain post and ``RerankClient``.
+metadata); then an image query (image plus text) through a plain post, ``RerankClient`` and
+LlamaIndex (``QueryBundle(query_str, image_path=...)``).
 The images are 256x256 PNGs, the image processor's smallest size, so that no resize can make
 the server's pixels differ from the reference's.
 
@@ -252,10 +253,25 @@ def _as_content(item: Any) -> Any:
     return {"content": parts}
 
 
+def _query_bundle(query: Any) -> Any:
+    """A LlamaIndex QueryBundle; an image query's image goes as a file (QueryBundle.image_path)."""
+    import base64
+    import tempfile
+
+    from llama_index.core.schema import QueryBundle
+
+    if isinstance(query, str):
+        return QueryBundle(query)
+    data = base64.b64decode(query["images"][0].split(",", 1)[1])
+    with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as f:
+        f.write(data)
+    return QueryBundle(query["text"] or "", image_path=f.name)
+
+
 def image_ways_in(base_url: str, model: str, query: Any, docs: list[Any]) -> dict[str, list[float]]:
     """Scores (in document order) of an image case through each way in that takes it."""
     from langchain_core.documents import Document
-    from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
+    from llama_index.core.schema import ImageNode, NodeWithScore, TextNode
 
     from rerank_plugins import RerankClient
     from rerank_plugins.langchain import VLLMRerank as LangChainRerank
@@ -276,8 +292,6 @@ def image_ways_in(base_url: str, model: str, query: Any, docs: list[Any]) -> dic
         result = client.rerank(_as_client_item(query), [_as_client_item(d) for d in docs])
     ours = {item.index: item.score for item in result}
     out["RerankClient"] = [ours[i] for i in range(len(docs))]
-    if not isinstance(query, str):  # the adapters take a text query
-        return out
     nodes = []
     for i, d in enumerate(docs):
         if isinstance(d, str):
@@ -289,12 +303,14 @@ def image_ways_in(base_url: str, model: str, query: Any, docs: list[Any]) -> dic
             )
             nodes.append(NodeWithScore(node=image))
     ranked = LlamaIndexRerank(base_url=base_url, model=model).postprocess_nodes(
-        nodes, query_bundle=QueryBundle(query)
+        nodes, query_bundle=_query_bundle(query)
     )
     if sum(isinstance(n.node, ImageNode) for n in ranked) != 2 or len(ranked) != len(docs):
         raise AssertionError("LlamaIndex: the ImageNodes did not all come back as ImageNodes")
     by_id = {n.node.node_id: n.score for n in ranked}
     out["LlamaIndex VLLMRerank"] = [float(by_id[str(i)] or 0.0) for i in range(len(docs))]
+    if not isinstance(query, str):  # LangChain's compress_documents takes a text query
+        return out
     documents = [
         Document(page_content=d, metadata={"i": i})
         if isinstance(d, str)
@@ -539,8 +555,9 @@ def report(data: dict[str, Any]) -> str:
             "## Images: a tiny Qwen3-VL reranker",
             "",
             "Five documents: a captioned image, text, a bare image, text, Chinese text (256x256 "
-            "PNGs, sent inline as data URLs). The adapters take a text query only, so the image "
-            "query goes through a plain post and `RerankClient`. Reference: Qwen3-VL-Reranker's "
+            "PNGs, sent inline as data URLs). LangChain's `compress_documents` takes a text query, "
+            "so the image query goes through a plain post, `RerankClient` and LlamaIndex "
+            "(`QueryBundle(image_path=...)`). Reference: Qwen3-VL-Reranker's "
             "recipe in transformers (float32, CPU). Largest |served - reference|:",
             "",
             "| case | " + " | ".join(ways) + " | result |",
