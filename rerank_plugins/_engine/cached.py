@@ -40,9 +40,11 @@ def pair_keys(
 
     Keys come from the caller's text, not the text sent: the key covers all a cut depends on
     (the window, what the server adds, mode, instruction, query), so only misses are cut.
-    A query with images is in the prefix as its content parts (a JSON object, so never equal
-    to a text query, nor to its caption alone); a text query is the text itself.
+    A text query is in the prefix as itself (keys stored before images stay valid); a query
+    with images as its content parts in sorted-key JSON, inside a list so that it never equals
+    a text query (not even one holding that JSON), nor its caption alone.
     """
+    query_key = query if isinstance(query, str) else [document_identity(query)]
     prefix = pair_prefix(
         [
             config.base_url,
@@ -55,7 +57,7 @@ def pair_keys(
             info.added_tokens,
             instruction,
             config.truncate,
-            to_score_input(query),
+            query_key,
         ]
     )
     return [pair_key(prefix, document_identity(doc)) for doc in docs]

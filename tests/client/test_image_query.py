@@ -223,6 +223,8 @@ def test_an_image_query_never_shares_a_key_with_its_caption() -> None:
 def test_the_same_image_query_has_the_same_key_in_every_form() -> None:
     assert keys_for(IMAGE_QUERY) == keys_for(ImageDocument((PNG_URL,), CAPTION))
     assert keys_for(IMAGE_QUERY) == keys_for(WIRE_QUERY)  # the same content parts
+    keys_reversed = {"content": [dict(reversed(p.items())) for p in WIRE_QUERY["content"]]}
+    assert keys_for(keys_reversed) == keys_for(IMAGE_QUERY)  # key order in a part is no matter
     reordered = {"content": [{"text": CAPTION, "type": "text"}, *WIRE_QUERY["content"][:1]]}
     assert keys_for(reordered) != keys_for(IMAGE_QUERY)  # parts in another order differ
 
