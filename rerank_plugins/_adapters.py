@@ -26,7 +26,7 @@ from .errors import (
     RerankResponseError,
     RerankStatusError,
 )
-from .types import DocumentInput, RerankResult
+from .types import DocumentInput, QueryInput, RerankResult
 
 __all__ = [
     "ADDED_KEYS",
@@ -307,7 +307,7 @@ def fall_back(count: int, options: RerankOptions, error: RerankError) -> list[Pl
 
 
 def rerank(
-    client: RerankClient, query: str, texts: Sequence[DocumentInput], options: RerankOptions
+    client: RerankClient, query: QueryInput, texts: Sequence[DocumentInput], options: RerankOptions
 ) -> list[Placement]:
     """Rerank with the sync client and apply the options; no request for no texts."""
     if not texts:
@@ -321,7 +321,10 @@ def rerank(
 
 
 async def arerank(
-    client: AsyncRerankClient, query: str, texts: Sequence[DocumentInput], options: RerankOptions
+    client: AsyncRerankClient,
+    query: QueryInput,
+    texts: Sequence[DocumentInput],
+    options: RerankOptions,
 ) -> list[Placement]:
     """Rerank with the async client and apply the options; no request for no texts."""
     if not texts:

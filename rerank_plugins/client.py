@@ -24,7 +24,7 @@ from .errors import RerankConfigError
 if TYPE_CHECKING:
     from .cache import ScoreCache
     from .telemetry import OpenTelemetryTracing, PrometheusMetrics
-from .types import DocumentInput, PreparedCall, RerankResult, ScoreResult, ServerInfo
+from .types import DocumentInput, PreparedCall, QueryInput, RerankResult, ScoreResult, ServerInfo
 
 __all__ = ["AsyncRerankClient", "ClientOptions", "ProgressCallback", "RerankClient"]
 
@@ -158,7 +158,11 @@ class AsyncRerankClient(_ClientBase):
         return await self._engine.run(self._engine.learn())
 
     async def render(
-        self, query: str, documents: Sequence[DocumentInput], *, instruction: str | None = None
+        self,
+        query: QueryInput,
+        documents: Sequence[DocumentInput],
+        *,
+        instruction: str | None = None,
     ) -> PreparedCall:
         """The exact query and document texts this client would send (after truncation)."""
         call = CheckedCall(ScoreEndpoint(), query, documents, instruction, None)
@@ -166,7 +170,7 @@ class AsyncRerankClient(_ClientBase):
 
     async def rerank(
         self,
-        query: str,
+        query: QueryInput,
         documents: Sequence[DocumentInput],
         *,
         top_n: int | None = None,
@@ -180,7 +184,7 @@ class AsyncRerankClient(_ClientBase):
 
     async def score(
         self,
-        query: str,
+        query: QueryInput,
         documents: Sequence[DocumentInput],
         *,
         instruction: str | None = None,
@@ -229,7 +233,11 @@ class RerankClient(_ClientBase):
         return self._engine.io.block_on(self._engine.learn())
 
     def render(
-        self, query: str, documents: Sequence[DocumentInput], *, instruction: str | None = None
+        self,
+        query: QueryInput,
+        documents: Sequence[DocumentInput],
+        *,
+        instruction: str | None = None,
     ) -> PreparedCall:
         """The exact query and document texts this client would send (after truncation)."""
         call = CheckedCall(ScoreEndpoint(), query, documents, instruction, None)
@@ -239,7 +247,7 @@ class RerankClient(_ClientBase):
 
     def rerank(
         self,
-        query: str,
+        query: QueryInput,
         documents: Sequence[DocumentInput],
         *,
         top_n: int | None = None,
@@ -253,7 +261,7 @@ class RerankClient(_ClientBase):
 
     def score(
         self,
-        query: str,
+        query: QueryInput,
         documents: Sequence[DocumentInput],
         *,
         instruction: str | None = None,

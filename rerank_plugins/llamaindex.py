@@ -14,8 +14,8 @@ from typing import Any
 
 from ._extras import extra_imports
 from .errors import RerankInputError
-from .multimodal import ImageDocument
-from .types import DocumentInput
+from .multimodal import ImageDocument, is_image_url
+from .types import DocumentInput, QueryInput
 
 with extra_imports("llama-index-core", "llamaindex"):
     from llama_index.core.bridge.pydantic import (
@@ -50,7 +50,7 @@ dispatcher = get_dispatcher(__name__)
 class _Call:
     """One call as its events see it: the query and texts going in, the nodes coming out."""
 
-    query: str
+    query: QueryInput
     texts: list[DocumentInput]
     output: list[NodeWithScore] = field(default_factory=list)
 
@@ -142,7 +142,7 @@ class VLLMRerank(_adapters.AdapterMixin[BaseNode], BaseNodePostprocessor):
                         raise RerankInputError(
                             f"nodes[{position}] must be a NodeWithScore, got {type(item).__name__}"
                         )
-                call = _Call(query_bundle.query_str, [self._text(n.node) for n in nodes])
+                call = _Call(_query(query_bundle), [self._text(n.node) for n in nodes])
                 yield call
                 event.on_end(payload={EventPayload.NODES: call.output})
         finally:
@@ -189,6 +189,21 @@ class VLLMRerank(_adapters.AdapterMixin[BaseNode], BaseNodePostprocessor):
             )
             call.output = self._apply(nodes, placements)
         return call.output
+
+
+def _query(bundle: QueryBundle) -> QueryInput:
+    """The query sent: ``query_str``, or with ``image_path`` set that image with it as text.
+
+    ``image_path`` (LlamaIndex's image query, "a path or URL") is sent as a URL when it is one
+    the server reads (``http(s)://``, ``data:image/``, ``file://``), else read here as a file.
+    """
+    source = bundle.image_path
+    if not source:
+        return bundle.query_str
+    url = source if is_image_url(source) else None
+    image = ImageDocument.from_fields(bundle.query_str or None, url=url, path=source)
+    assert image is not None  # a source was given
+    return image
 
 
 def _hide(excluded: list[str]) -> list[str]:

@@ -39,7 +39,9 @@ __all__ = [
     "has_images",
     "image_part",
     "image_url_from_bytes",
+    "is_image_url",
     "only_str",
+    "text_of",
     "text_part",
     "to_score_input",
     "to_score_inputs",
@@ -61,8 +63,13 @@ def image_url_from_bytes(data: bytes, mime_type: str = "image/png") -> str:
     return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def is_image_url(source: str) -> bool:
+    """Whether ``source`` is an image URL the server reads (else it is a local path)."""
+    return source.startswith(_URL_SCHEMES)
+
+
 def _check_url(url: str) -> str:
-    if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
+    if not isinstance(url, str) or not is_image_url(url):
         raise RerankInputError(
             "an image must be an http(s):// URL, a data:image/...;base64 URL or (with the "
             f"server's --allowed-local-media-path) a file:// URL, got {str(url)[:60]!r}"
@@ -302,10 +309,11 @@ def for_text_only(
         check_images_allowed(
             query, documents, model_name=model_name, model_root=model_root, unknown_ok=False
         )
-    return [_text_of(document) for document in documents]
+    return [text_of(document) for document in documents]
 
 
-def _text_of(item: RerankInputItem) -> str:
+def text_of(item: RerankInputItem) -> str:
+    """The text of a query or document: a string as is, else its text parts (or ``""``)."""
     if isinstance(item, str):
         return item
     if isinstance(item, ImageDocument):

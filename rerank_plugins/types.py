@@ -6,11 +6,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .multimodal import ImageDocument
+from .multimodal import ImageDocument, RerankInputItem
 from .prompts import needs_template
 
 DocumentInput = str | ImageDocument
 """A document as the client takes it: text, or an image with optional text."""
+
+QueryInput = RerankInputItem
+"""A query as the client takes it: text, an ImageDocument or ``{"content": [parts]}``."""
 
 __all__ = [
     "Chunk",
@@ -39,9 +42,13 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class PreparedCall:
-    """A call as the wire sees it (``client.render``): the query and document texts sent."""
+    """A call as the wire sees it (``client.render``): the query and document texts sent.
 
-    query: str
+    A query or document with images is kept as the caller gave it (a ``{"content": [...]}``
+    mapping as its checked copy); it goes on the wire as its content parts.
+    """
+
+    query: QueryInput
     documents: tuple[DocumentInput, ...]
     instruction: str | None  # sent as the ``instruction`` field (server mode), else None
     mode: str = "raw"  # the prompt mode applied: "server", "client" or "raw"

@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..multimodal import for_text_only
+from ..multimodal import RerankInputItem, for_text_only
 from ..telemetry import Instrument, instruments
 from ..types import DocumentInput, PreparedCall, ServerInfo, Usage
 from . import chunks, discovery
-from .cached import CacheGuard, fetch_once, pair_keys
+from .cached import CacheGuard, document_identity, fetch_once, pair_keys
 from .checks import CheckedCall
 from .context import CallContext, ProgressCallback, WarnOnce, gather_or_cancel
 from .http import send
@@ -102,7 +102,7 @@ class Engine:
             return await self.server_info(ctx)
 
     async def render(
-        self, query: str, docs: list[DocumentInput], instruction: str | None
+        self, query: RerankInputItem, docs: list[DocumentInput], instruction: str | None
     ) -> PreparedCall:
         """The texts a call would send, after detection and truncation."""
         async with CallContext(self.config, self.pools.here()) as ctx:
@@ -222,7 +222,7 @@ class Engine:
         )
         # One query's batches share a key, so a consistent-hash router keeps them on the
         # replica whose prefix cache holds the query.
-        key = routing_key(prepared.query) if self.config.routing_header else None
+        key = routing_key(document_identity(prepared.query)) if self.config.routing_header else None
 
         async def post(number: int, batch: Batch) -> bytes:
             with scope.batch(len(batch.texts)):

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from ..cache import ScoreCache, connect_cache, pair_key, pair_prefix
 from ..config import RerankConfig
-from ..multimodal import to_score_input
+from ..multimodal import RerankInputItem, to_score_input
 from ..types import DocumentInput, ServerInfo, Usage
 from .context import CallContext, WarnOnce
 from .routes import Scored
@@ -32,7 +32,7 @@ Fetch = Callable[[list[int]], Awaitable[Scored]]
 def pair_keys(
     config: RerankConfig,
     info: ServerInfo,
-    query: str,
+    query: RerankInputItem,
     instruction: str | None,
     docs: Sequence[DocumentInput],
 ) -> list[str]:
@@ -40,7 +40,11 @@ def pair_keys(
 
     Keys come from the caller's text, not the text sent: the key covers all a cut depends on
     (the window, what the server adds, mode, instruction, query), so only misses are cut.
+    A text query is in the prefix as itself (keys stored before images stay valid); a query
+    with images as its content parts in sorted-key JSON, inside a list so that it never equals
+    a text query (not even one holding that JSON), nor its caption alone.
     """
+    query_key = query if isinstance(query, str) else [document_identity(query)]
     prefix = pair_prefix(
         [
             config.base_url,
@@ -53,14 +57,14 @@ def pair_keys(
             info.added_tokens,
             instruction,
             config.truncate,
-            query,
+            query_key,
         ]
     )
     return [pair_key(prefix, document_identity(doc)) for doc in docs]
 
 
-def document_identity(document: DocumentInput) -> str:
-    """A document as one string (for a cache key): its text, or its content parts as JSON."""
+def document_identity(document: RerankInputItem) -> str:
+    """A document or query as one string (a key): its text, or its content parts as JSON."""
     if isinstance(document, str):
         return document
     return json.dumps(to_score_input(document), sort_keys=True, separators=(",", ":"))

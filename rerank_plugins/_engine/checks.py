@@ -11,11 +11,25 @@ from typing import Any
 
 from ..config import RerankConfig
 from ..errors import RerankInputError
-from ..multimodal import ImageDocument, check_images_allowed, has_images, only_str
+from ..multimodal import (
+    ImageDocument,
+    RerankInputItem,
+    check_images_allowed,
+    has_images,
+    only_str,
+    to_score_input,
+)
 from ..types import DocumentInput
 from .routes import Endpoint, RerankEndpoint, ScoreEndpoint
 
-__all__ = ["CheckedCall", "check_input", "check_top_n", "rerank_call", "score_call"]
+__all__ = [
+    "CheckedCall",
+    "check_input",
+    "check_query",
+    "check_top_n",
+    "rerank_call",
+    "score_call",
+]
 
 
 class CheckedCall:
@@ -32,9 +46,9 @@ class CheckedCall:
         request_id: object,
     ) -> None:
         self.endpoint = endpoint
-        self.docs = check_input(query, documents, instruction)
-        self.images = has_images(self.docs)
-        self.query: str = query  # type: ignore[assignment]  # checked just above
+        self.query = check_query(query)
+        self.docs = check_input(documents, instruction)
+        self.images = has_images(self.query, self.docs)
         self.instruction: str | None = instruction  # type: ignore[assignment]
         if request_id is not None and (
             not isinstance(request_id, str) or not request_id.isascii() or not request_id
@@ -88,15 +102,8 @@ def _check_text(where: str, text: str) -> None:
         ) from None
 
 
-def check_input(
-    query: object, documents: object, instruction: object = None
-) -> list[DocumentInput]:
-    """Validate the caller's input and return the documents as a new list (never mutated)."""
-    if not isinstance(query, str):
-        raise RerankInputError(f"query must be a str, got {type(query).__name__}")
-    if not query.strip():
-        raise RerankInputError("query is empty")
-    _check_text("query", query)
+def check_input(documents: object, instruction: object = None) -> list[DocumentInput]:
+    """Validate the instruction and documents; the documents as a new list (never mutated)."""
     if instruction is not None:
         if not isinstance(instruction, str):
             raise RerankInputError(
@@ -133,6 +140,33 @@ def check_input(
             )
         _check_text(f"documents[{position}]", doc)
     return docs
+
+
+def check_query(query: object) -> RerankInputItem:
+    """The query, checked: a non-empty str, an :class:`ImageDocument` or ``{"content": [...]}``.
+
+    A mapping comes back as the checked copy :func:`to_score_input` makes, so what is sent is
+    what was checked; a str or an :class:`ImageDocument` (immutable) comes back as given.
+    """
+    if isinstance(query, str):
+        if not query.strip():
+            raise RerankInputError("query is empty")
+        _check_text("query", query)
+        return query
+    if not isinstance(query, ImageDocument | Mapping):
+        raise RerankInputError(
+            "query must be a str, an ImageDocument or {'content': [parts]}, "
+            f"got {type(query).__name__}"
+        )
+    checked = to_score_input(query, "query")
+    assert not isinstance(checked, str)
+    parts = checked["content"]
+    for position, part in enumerate(parts):
+        text = part["text"] if part["type"] == "text" else part["image_url"]["url"]
+        _check_text(f"query part {position}", text)
+    if all(part["type"] == "text" and not part["text"].strip() for part in parts):
+        raise RerankInputError("query is empty")
+    return query if isinstance(query, ImageDocument) else checked
 
 
 def check_top_n(top_n: object) -> None:

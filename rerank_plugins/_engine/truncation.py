@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .. import prompts
 from ..errors import RerankInputError, RerankStatusError
+from ..multimodal import RerankInputItem, text_of
 from ..types import DocumentInput, PreparedCall, ServerInfo
 from . import chunks
 from .context import CallContext, WarnOnce, gather_or_cancel
@@ -38,7 +39,7 @@ UNKNOWN_ADDED_TOKENS = 8
 
 def prepare_call(
     mode: str,
-    query: str,
+    query: RerankInputItem,
     documents: Sequence[DocumentInput],
     instruction: str | None,
     reads_instruction: bool,
@@ -46,9 +47,9 @@ def prepare_call(
     """Apply the prompt mode: what text goes on the wire for this query and these documents."""
     if mode == "client":
         texts = [d for d in documents if isinstance(d, str)]
-        if len(texts) != len(documents):
+        if len(texts) != len(documents) or not isinstance(query, str):
             raise RerankInputError(
-                "documents with images need a server that formats the prompt "
+                "a query or documents with images need a server that formats the prompt "
                 "(prompt_mode 'server': rerank-serve serves multimodal families so)"
             )
         found = prompts.find_template_marker([query, instruction or "", *texts])
@@ -172,7 +173,11 @@ class Truncation:
         self.can_tokenize = True  # False once the server answered /tokenize with 404/405
 
     async def prepare(
-        self, ctx: CallContext, query: str, docs: list[DocumentInput], instruction: str | None
+        self,
+        ctx: CallContext,
+        query: RerankInputItem,
+        docs: list[DocumentInput],
+        instruction: str | None,
     ) -> PreparedCall:
         """The query and documents as they go on the wire (mode applied, cut to fit)."""
         info = ctx.info
@@ -188,7 +193,7 @@ class Truncation:
         ctx: CallContext,
         info: ServerInfo,
         mode: str,
-        query: str,
+        query: RerankInputItem,
         docs: list[DocumentInput],
         instruction: str | None,
     ) -> list[DocumentInput]:
@@ -214,17 +219,20 @@ class Truncation:
         ctx: CallContext,
         info: ServerInfo,
         mode: str,
-        query: str,
+        query: RerankInputItem,
         docs: Sequence[DocumentInput],
         instruction: str | None,
     ) -> tuple[list[int], int] | None:
         """The documents that may overflow the window, and a document's budget in tokens.
 
         Byte lengths bound token counts, so a call whose documents cannot overflow sends no
-        tokenizer request at all (None), nor does a server without ``/tokenize``.
+        tokenizer request at all (None), nor does a server without ``/tokenize``. A query
+        with images counts as its text: as for an image document, an image's size is the
+        server's to judge (nothing here tokenizes an image).
         """
         assert info.max_model_len is not None
-        window = window_for(info.max_model_len, info.added_tokens, mode, query, instruction)
+        side = text_of(query)
+        window = window_for(info.max_model_len, info.added_tokens, mode, side, instruction)
         long = long_documents(docs, window.byte_bound)
         if not long or not self.can_tokenize:
             return None
@@ -245,7 +253,11 @@ class Truncation:
         return long, document_budget(window, side_tokens, info.max_model_len)
 
     async def chunk_plan(
-        self, ctx: CallContext, query: str, docs: list[DocumentInput], instruction: str | None
+        self,
+        ctx: CallContext,
+        query: RerankInputItem,
+        docs: list[DocumentInput],
+        instruction: str | None,
     ) -> chunks.ChunkPlan | None:
         """The documents longer than the window, split into chunks that fit (None: none is)."""
         info = ctx.info

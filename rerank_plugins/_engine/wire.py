@@ -66,7 +66,7 @@ def rerank_payload(
     """
     payload: dict[str, Any] = {
         "model": model,
-        "query": prepared.query,
+        "query": to_score_input(prepared.query, "query"),
         "documents": wire_documents(batch.texts),
         "top_n": min(top_n, len(batch.texts)) if top_n else 0,
     }
@@ -86,7 +86,7 @@ def score_payload(model: str, prepared: PreparedCall, batch: Batch) -> dict[str,
     """The JSON body of one ``/score`` request."""
     payload: dict[str, Any] = {
         "model": model,
-        "queries": prepared.query,
+        "queries": to_score_input(prepared.query, "query"),
         "documents": wire_documents(batch.texts),
     }
     if prepared.instruction is not None:

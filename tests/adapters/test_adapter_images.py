@@ -126,3 +126,51 @@ def test_an_image_query_is_refused_even_as_text():
     assert for_text_only("q", ["a", image], model_name=VL_MODEL) is None  # it sees images
     with pytest.raises(RerankInputError, match="takes text only"):
         for_text_only(image, ["a"], model_name="Qwen/Qwen3-Reranker-0.6B")
+
+
+def test_llamaindex_query_bundle_image_path_sends_an_image_query(tmp_path):
+    import base64
+
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from rerank_plugins.llamaindex import VLLMRerank
+
+    png = tmp_path / "query.png"
+    png.write_bytes(base64.b64decode(PNG_B64))
+    handler, seen = fake_server(model=VL_MODEL, templated=True)
+    client = AsyncRerankClient("http://r.test", transport=httpx.MockTransport(handler))
+    nodes = [NodeWithScore(node=TextNode(text=t), score=0.1) for t in ("one", "three")]
+    reranker = VLLMRerank(client=client)
+    by_path = reranker.postprocess_nodes(nodes, QueryBundle("find it", image_path=str(png)))
+    by_url = reranker.postprocess_nodes(nodes, QueryBundle("", image_path="https://x/q.png"))
+    text_only = reranker.postprocess_nodes(nodes, QueryBundle("find it"))
+    assert [len(out) for out in (by_path, by_url, text_only)] == [2, 2, 2]
+    queries = [
+        json.loads(r.content)["query"]
+        for r in seen
+        if r.url.path == "/v2/rerank" and not is_probe_body(json.loads(r.content))
+    ]
+    assert queries == [
+        {
+            "content": [
+                {"type": "image_url", "image_url": {"url": PNG_URL}},  # read here, sent inline
+                {"type": "text", "text": "find it"},
+            ]
+        },
+        {"content": [{"type": "image_url", "image_url": {"url": "https://x/q.png"}}]},
+        "find it",
+    ]
+
+
+async def test_llamaindex_async_image_query_to_a_text_only_family_is_refused():
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from rerank_plugins.llamaindex import VLLMRerank
+
+    handler, seen = fake_server(model="Qwen/Qwen3-Reranker-0.6B", templated=True)
+    client = AsyncRerankClient("http://r.test", transport=httpx.MockTransport(handler))
+    nodes = [NodeWithScore(node=TextNode(text="one"), score=0.1)]
+    bundle = QueryBundle("find it", image_path="https://x/q.png")
+    with pytest.raises(RerankInputError, match="takes text only"):
+        await VLLMRerank(client=client).apostprocess_nodes(nodes, bundle)
+    assert [r for r in seen if "x-request-id" in r.headers] == []
