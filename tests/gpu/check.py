@@ -490,7 +490,8 @@ def report(data: dict[str, Any]) -> str:
     lines = [
         "# GPU check",
         "",
-        f"Produced by `bash tests/gpu/run.sh` on {data['started']} in {data['seconds']:.0f} s. "
+        "Produced by `tests/gpu/check.py` (`bash tests/gpu/run.sh`) on "
+        f"{data['started']} in {data['seconds']:.0f} s. "
         f"GPU: {data['gpu']}. Versions: {data['versions']}. Project commit "
         f"{data.get('commit') or '?'}. This run: {', '.join(data.get('runs') or [])}.",
         "",
