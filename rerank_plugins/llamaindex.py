@@ -200,10 +200,10 @@ def _query(bundle: QueryBundle) -> QueryInput:
     source = bundle.image_path
     if not source:
         return bundle.query_str
-    url = source if is_image_url(source) else None
-    image = ImageDocument.from_fields(bundle.query_str or None, url=url, path=source)
-    assert image is not None  # a source was given
-    return image
+    text = bundle.query_str or None
+    if is_image_url(source):
+        return ImageDocument((source,), text)
+    return ImageDocument.from_path(source, text)
 
 
 def _hide(excluded: list[str]) -> list[str]:
