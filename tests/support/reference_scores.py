@@ -74,6 +74,14 @@ def official_prompt(query: str, document: str, instruction: str | None) -> str:
     return f"{PREFIX}<Instruct>: {instr}\n<Query>: {query}\n<Document>: {document}{SUFFIX}"
 
 
+def _p_yes(logits: Any, yes_id: int, no_id: int) -> float:
+    """Qwen3-Reranker's score: P(yes) = softmax([logit_no, logit_yes])[1], in float64."""
+    import torch
+
+    pair = torch.stack([logits[no_id], logits[yes_id]]).double()
+    return float(torch.softmax(pair, dim=0)[1])
+
+
 def qwen3_scores(req: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -92,9 +100,8 @@ def qwen3_scores(req: dict[str, Any]) -> dict[str, Any]:
             text = query + document
         ids = tok(text, return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, -1].double()
-        pair = torch.stack([logits[no_id], logits[yes_id]])
-        scores.append(float(torch.softmax(pair, dim=0)[1]))
+            logits = model(input_ids=ids).logits[0, -1]
+        scores.append(_p_yes(logits, yes_id, no_id))
         counts.append(int(ids.shape[1]))
     return {"scores": scores, "num_tokens": counts}
 
@@ -344,9 +351,7 @@ def qwen3_vl_scores(req: dict[str, Any]) -> dict[str, Any]:
             inputs["mm_token_type_ids"] = (ids["input_ids"] == image_id).long()
         with torch.no_grad():
             out = model(**ids, **inputs)
-        logits = out.logits[0, -1].double()
-        pair = torch.stack([logits[no_id], logits[yes_id]])
-        scores.append(float(torch.softmax(pair, dim=0)[1]))
+        scores.append(_p_yes(out.logits[0, -1], yes_id, no_id))
         counts.append(int(ids["input_ids"].shape[1]))
     return {"scores": scores, "num_tokens": counts}
 
