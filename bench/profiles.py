@@ -36,7 +36,7 @@ class Profile:
     doc_words: int
     query_words: int
     rounds: int
-    seq_calls: int  # 5-document calls per pattern per round (two blocks each)
+    seq_calls: int  # 5-document calls per pattern per round (alternating call by call)
     seq_pairs: int  # call-by-call pairs in the sequential check
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     # Words of the form w0..w29999: build_model.py's word-level stand-in tokenizer knows each
@@ -142,7 +142,7 @@ def gpu(quick: bool) -> Profile:
         doc_words=200,
         query_words=10,
         rounds=1 if quick else 3,
-        seq_calls=4 if quick else 40,
+        seq_calls=4 if quick else 100,
         seq_pairs=6 if quick else 100,
         scenarios=scenarios,
         numbered_words=True,

@@ -146,8 +146,12 @@ def markdown(data: dict[str, Any]) -> str:
             + (" (words w0..w29999, see bench/profiles.py)" if gpu else "")
             + "; each row gives its calls in flight, documents a call and documents a run; "
             f"sequential rows {tp['seq_calls_per_block']} calls of 5 documents, the two "
-            "interleaved in blocks. "
-            f"{tp['rounds']} rounds, scenarios shuffled in each and each run right after a "
+            + (
+                "alternating call by call, the seed's pattern their baseline. "
+                if tp.get("seq_order") == "call by call"
+                else "interleaved in blocks. "
+            )
+            + f"{tp['rounds']} rounds, scenarios shuffled in each and each run right after a "
             "run of its ceiling (the raw request pattern of the same shape): its ratio is to "
             f"that run, back to back, because {where}. Latency is per request "
             "(per call for our client and the adapters). Tokens/s from the server's "
@@ -184,7 +188,9 @@ def markdown(data: dict[str, Any]) -> str:
             lines += [
                 "",
                 f"Check: sequential 5-document calls, our `RerankClient` / {seed}: "
-                f"documents/s = {_f(seq)} (same round, interleaved blocks): {verdict} "
+                f"documents/s = {_f(seq)} (same round, "
+                f"{'alternating call by call' if tp.get('seq_order') else 'interleaved blocks'}): "
+                f"{verdict} "
                 "(>= 0.97 counts as no slower).",
             ]
         lines += [""]

@@ -73,6 +73,9 @@ def server_version(base_url: str, headers: dict[str, str]) -> str | None:
         return None
 
 
+PARTIAL: Path | None = None  # results.partial.json, rewritten after every section
+
+
 def section(data: dict[str, Any], key: str, fn: Any, *args: Any, **kwargs: Any) -> None:
     """Run one section; a failure is written into the results with its error, and the run goes
     on (no section can take the others down)."""
@@ -82,6 +85,8 @@ def section(data: dict[str, Any], key: str, fn: Any, *args: Any, **kwargs: Any) 
         traceback.print_exc()
         data[key] = {"error": f"{type(exc).__name__}: {exc}"[:600]}
         log(f"  {key} FAILED: {data[key]['error']}")
+    if PARTIAL is not None:  # what is done so far survives a run cut short (a host's time cap)
+        PARTIAL.write_text(json.dumps(data, indent=1))
 
 
 def vllm_bench(
@@ -195,6 +200,8 @@ def main() -> int:
         Path(args.out_dir) if args.out_dir else (ARTIFACTS / "bench-quick" if args.quick else BENCH)
     )
     out.mkdir(parents=True, exist_ok=True)
+    global PARTIAL
+    PARTIAL = out / "results.partial.json"
     started = time.time()
     data: dict[str, Any] = {
         "meta": {
@@ -300,6 +307,7 @@ def main() -> int:
     data["charts"] = report.charts(data, out)
     (out / "results.json").write_text(json.dumps(data, indent=1))
     (out / "RESULTS.md").write_text(report.markdown(data) + "\n")
+    PARTIAL.unlink(missing_ok=True)
     log(f"wrote {out / 'RESULTS.md'}, {out / 'results.json'} and {len(data['charts'])} charts")
     return 0
 

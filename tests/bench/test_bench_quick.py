@@ -62,6 +62,15 @@ def test_bench_quick_writes_results(minilm_server: ServerHandle, tmp_path: Path)
         for key in ("requests_per_s", "documents_per_s", "tokens_per_s", "latency_p99_ms"):
             assert s[key]["median"] > 0, (s["label"], key)
         assert s["ratio_to_ceiling"]["median"] > 0
+    # The sequential rows are their own pair: ours against the seed's requests.post.
+    assert scenarios["seq_requests"]["paired_with"] == "seq_requests"
+    assert scenarios["seq_ours"]["paired_with"] == "seq_requests"
+    assert scenarios["seq_requests"]["ratio_to_ceiling"]["median"] == 1.0
+    seq_calls = data["throughput"]["seq_calls_per_block"]
+    for key in ("seq_requests", "seq_ours"):
+        assert [r["requests"] for r in scenarios[key]["runs"]] == [seq_calls] * len(
+            scenarios[key]["runs"]
+        )
     assert "documents_per_s" in data["vllm_bench"] or "error" in data["vllm_bench"]
 
     assert {c["language"] for c in data["bm25"]} == {"en", "zh"}

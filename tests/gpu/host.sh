@@ -57,7 +57,7 @@ case $step in
     done
     echo "rerank-serve ready in $(( $(date +%s) - start )) s"
     bash bench/run.sh --base-url "http://127.0.0.1:$port" --model qwen3-reranker-4b-shape \
-      --tokenizer "$MODEL_4B" --out-dir "$out" ;;
+      --tokenizer "$MODEL_4B" --out-dir "$out" "${@:2}" ;;
   sweep)
     out=$1
     shift
