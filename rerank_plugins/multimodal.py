@@ -74,6 +74,14 @@ def _check_url(url: str) -> str:
             "an image must be an http(s):// URL, a data:image/...;base64 URL or (with the "
             f"server's --allowed-local-media-path) a file:// URL, got {str(url)[:60]!r}"
         )
+    # As for text (checks._check_text): a lone surrogate cannot be encoded, so never sent.
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RerankInputError(
+            f"an image URL holds a lone surrogate {url[exc.start]!r} at character {exc.start}: "
+            "it is not valid Unicode text and cannot be sent"
+        ) from None
     return url
 
 

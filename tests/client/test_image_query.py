@@ -137,6 +137,21 @@ def test_a_bad_query_is_refused_before_any_request(query: Any, message: str) -> 
     assert seen == []
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda url: ImageDocument((url,), "caption"),
+        lambda url: ImageDocument.from_fields("caption", url=url),
+        lambda url: check_query({"content": [image_part(url)]}),
+    ],
+    ids=["ImageDocument", "from_fields", "content query"],
+)
+def test_an_image_url_with_a_lone_surrogate_is_refused_where_it_is_made(make: Any) -> None:
+    # Query or document alike: it could never be encoded into a request body.
+    with pytest.raises(RerankInputError, match="image URL holds a lone surrogate"):
+        make("https://example.com/\ud800.png")
+
+
 def test_check_query_returns_a_checked_copy_of_a_mapping() -> None:
     assert check_query("q") == "q"
     assert check_query(IMAGE_QUERY) is IMAGE_QUERY
