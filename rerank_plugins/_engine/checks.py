@@ -162,8 +162,8 @@ def check_query(query: object) -> RerankInputItem:
     assert not isinstance(checked, str)
     parts = checked["content"]
     for position, part in enumerate(parts):
-        text = part["text"] if part["type"] == "text" else part["image_url"]["url"]
-        _check_text(f"query part {position}", text)
+        if part["type"] == "text":  # an image's URL was checked where it was made (_check_url)
+            _check_text(f"query part {position}", part["text"])
     if all(part["type"] == "text" and not part["text"].strip() for part in parts):
         raise RerankInputError("query is empty")
     return query if isinstance(query, ImageDocument) else checked
