@@ -132,6 +132,8 @@ def markdown(data: dict[str, Any]) -> str:
     tp = data.get("throughput")
     if tp and "error" not in tp:
         gpu = tp.get("profile") == "gpu"
+        # Runs before the sequential rows alternated call by call ran them in blocks.
+        call_by_call = tp.get("seq_order") == "call by call"
         where = (
             "the GPU's clocks and the host's other work move a run by a few percent"
             if gpu
@@ -148,7 +150,7 @@ def markdown(data: dict[str, Any]) -> str:
             f"sequential rows {tp['seq_calls_per_block']} calls of 5 documents, the two "
             + (
                 "alternating call by call, the seed's pattern their baseline. "
-                if tp.get("seq_order") == "call by call"
+                if call_by_call
                 else "interleaved in blocks. "
             )
             + f"{tp['rounds']} rounds, scenarios shuffled in each and each run right after a "
@@ -189,7 +191,7 @@ def markdown(data: dict[str, Any]) -> str:
                 "",
                 f"Check: sequential 5-document calls, our `RerankClient` / {seed}: "
                 f"documents/s = {_f(seq)} (same round, "
-                f"{'alternating call by call' if tp.get('seq_order') else 'interleaved blocks'}): "
+                f"{'alternating call by call' if call_by_call else 'interleaved blocks'}): "
                 f"{verdict} "
                 "(>= 0.97 counts as no slower).",
             ]
